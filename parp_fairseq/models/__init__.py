@@ -1,0 +1,2 @@
+"""Models, auto-imported by fairseq's ``import_user_module``."""
+from .parp_wav2vec2 import ParpWav2Vec2CtcConfig, ParpWav2VecCtc, PruningConfig  # noqa: F401

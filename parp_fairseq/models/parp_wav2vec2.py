@@ -1,0 +1,292 @@
+"""``parp_wav2vec_ctc``: the stock ``wav2vec_ctc`` model plus pruning masks.
+
+The network, its forward and its state_dict keys are those of fairseq's ``Wav2VecCtc``; masked
+parameters add a ``<param>_mask`` boolean buffer. ``pruning.method=none`` registers no mask and
+is the stock model. The pruning algorithms are pure functions in :mod:`parp_fairseq.pruning`;
+this module only wires them to fairseq's hooks:
+
+* ``build_model``: initial mask (mask file / MPI on the loaded pretrained weights / random),
+* ``after_update`` (called by the ``parp_audio_finetuning`` task after each optimizer step):
+  keep fixed masks exact, re-prune PARP every ``reprune_interval`` updates,
+* ``prepare_for_evaluation`` (task's ``begin_valid_epoch``, on every rank): PARP re-prune,
+* ``state_dict``: a PARP model that is off-target is saved re-pruned, without touching the live
+  weights, so that every rank of a DDP job keeps identical weights (fairseq only calls
+  ``state_dict`` on rank 0),
+* ``load_state_dict``: dense (stock) checkpoints load into a masked model keeping its masks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import register_model
+from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig, Wav2VecCtc, Wav2VecEncoder
+from omegaconf import II
+
+from ..pruning.magnitude import RANKINGS, check_sparsity, magnitude_masks, random_masks
+from ..pruning.maskfile import load_mask_file
+from ..pruning.masker import ParamMasker, find_targets
+from ..pruning.schedule import is_reprune_update, ramp_sparsity
+from ..pruning.stats import sparsity_report
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATTERN = r"encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|fc1|fc2)"
+PRUNE_METHODS = ("none", "omp", "mpi", "random", "imp", "parp")
+# method -> how masks behave in training
+_MODE = {"omp": "fixed", "mpi": "fixed", "random": "fixed", "imp": "fixed", "parp": "adjust"}
+
+
+@dataclass
+class PruningConfig(FairseqDataclass):
+    method: ChoiceEnum(PRUNE_METHODS) = field(  # type: ignore[valid-type]
+        default="none",
+        metadata={"help": "none: dense finetuning (stock). omp/imp: fixed mask from `mask_path`. "
+                          "mpi: fixed magnitude mask of the initial (pretrained) weights. random: "
+                          "fixed random mask. parp: start from `mask_path` (or MPI), keep pruned "
+                          "weights trainable, re-prune every `reprune_interval` updates"},
+    )
+    sparsity: Optional[float] = field(
+        default=None,
+        metadata={"help": "target sparsity = fraction of the masked weights REMOVED, in [0, 1); "
+                          "default: the sparsity of `mask_path`"},
+    )
+    mask_path: Optional[str] = field(
+        default=None, metadata={"help": "mask file (parp-fairseq-mask) to start from"}
+    )
+    ranking: ChoiceEnum(RANKINGS) = field(  # type: ignore[valid-type]
+        default="global",
+        metadata={"help": "magnitude ranking: global (all masked tensors together, as the PARP "
+                          "paper), layer (per transformer layer) or tensor (per weight matrix)"},
+    )
+    pattern: str = field(
+        default=DEFAULT_PATTERN,
+        metadata={"help": "regex fully matching the names of the modules to prune, relative to "
+                          "the wav2vec 2.0 model (e.g. encoder.layers.0.fc1)"},
+    )
+    prune_bias: bool = field(default=False, metadata={"help": "also mask the biases"})
+    reprune_interval: int = field(
+        default=50, metadata={"help": "PARP: re-prune to the target every N updates"}
+    )
+    ramp_updates: int = field(
+        default=0,
+        metadata={"help": "progressive pruning: ramp the sparsity from `ramp_start_sparsity` to "
+                          "the target over this many updates (cubic); 0 = no ramp"},
+    )
+    ramp_start_sparsity: float = field(
+        default=0.0, metadata={"help": "sparsity at update 0 when ramping"}
+    )
+    init_from: Optional[str] = field(
+        default=None,
+        metadata={"help": "initialize ALL weights from this wav2vec_ctc checkpoint (dense or "
+                          "pruned; its masks are ignored), e.g. an early checkpoint to rewind "
+                          "to in IMP; masks still come from `mask_path` / `method`"},
+    )
+    seed: int = field(default=II("common.seed"), metadata={"help": "seed of random masks"})
+
+
+@dataclass
+class ParpWav2Vec2CtcConfig(Wav2Vec2CtcConfig):
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+
+
+def validate_pruning_config(pc) -> None:
+    """One clear ValueError for each bad setting, before anything is built or written."""
+    if pc.method not in PRUNE_METHODS:
+        raise ValueError(f"pruning.method={pc.method!r} is unknown; choose one of {PRUNE_METHODS}")
+    if pc.sparsity is not None:
+        check_sparsity(pc.sparsity, "pruning.sparsity")
+    check_sparsity(pc.ramp_start_sparsity, "pruning.ramp_start_sparsity")
+    if pc.method == "parp" and pc.reprune_interval <= 0:
+        raise ValueError(f"pruning.reprune_interval={pc.reprune_interval}: PARP re-prunes every "
+                         f"N updates and needs N >= 1")
+    if pc.ramp_updates < 0:
+        raise ValueError(f"pruning.ramp_updates={pc.ramp_updates} must be >= 0")
+    if pc.method in ("omp", "imp") and not pc.mask_path:
+        raise ValueError(f"pruning.method={pc.method} needs pruning.mask_path: compute the mask of "
+                         f"a finetuned checkpoint with `parp-fairseq-mask omp "
+                         f"--checkpoint FT.pt --sparsity S --out mask.pt`")
+    if pc.method in ("mpi", "random") and pc.sparsity is None and not pc.mask_path:
+        raise ValueError(f"pruning.method={pc.method} needs pruning.sparsity (fraction removed)")
+    if pc.method == "parp" and pc.sparsity is None and not pc.mask_path:
+        raise ValueError("pruning.method=parp needs pruning.sparsity or a pruning.mask_path")
+    if pc.mask_path and not os.path.isfile(pc.mask_path):
+        raise FileNotFoundError(
+            f"pruning.mask_path={pc.mask_path!r} does not exist; compute it with "
+            f"`parp-fairseq-mask omp|mpi|random --checkpoint CKPT --sparsity S --out {pc.mask_path}`"
+        )
+    if pc.init_from and not os.path.isfile(pc.init_from):
+        raise FileNotFoundError(f"pruning.init_from={pc.init_from!r} does not exist")
+
+
+@register_model("parp_wav2vec_ctc", dataclass=ParpWav2Vec2CtcConfig)
+class ParpWav2VecCtc(Wav2VecCtc):
+    """wav2vec 2.0 CTC model with pruning masks (see module docstring)."""
+
+    def __init__(self, cfg: ParpWav2Vec2CtcConfig, w2v_encoder: Wav2VecEncoder):
+        super().__init__(cfg, w2v_encoder)
+        pc = cfg.pruning
+        validate_pruning_config(pc)
+        self.pruning_cfg = pc
+        self.num_updates = 0
+        self.masker: Optional[ParamMasker] = None
+        self._target_sparsity: Optional[float] = pc.sparsity
+        self._off_target = False  # PARP weights may have regrown since the last re-prune
+        self._saved_report: Optional[Dict[str, float]] = None
+        if pc.method != "none":
+            params = ("weight", "bias") if pc.prune_bias else ("weight",)
+            self.masker = ParamMasker(find_targets(self, pc.pattern, params), _MODE[pc.method])
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def build_model(cls, cfg: ParpWav2Vec2CtcConfig, task):
+        validate_pruning_config(cfg.pruning)  # fail before loading the pretrained model
+        model = cls(cfg, Wav2VecEncoder(cfg, len(task.target_dictionary)))
+        if getattr(task, "building_from_checkpoint", False):
+            return model  # weights and masks come from the checkpoint's state_dict
+        if cfg.pruning.init_from:
+            model.load_weights_from(cfg.pruning.init_from)
+        model.initialize_masks()
+        return model
+
+    def load_weights_from(self, path: str) -> None:
+        """Copy every weight (not the masks) of a dense or pruned CTC checkpoint into this model."""
+        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+        name = (state.get("cfg") or {}).get("model", {}).get("_name")
+        if name not in ("wav2vec_ctc", "parp_wav2vec_ctc"):
+            raise ValueError(f"pruning.init_from={path!r} is a {name!r} checkpoint; it must be a "
+                             f"finetuned CTC model (wav2vec_ctc or parp_wav2vec_ctc). Pretrained "
+                             f"wav2vec 2.0 checkpoints go to model.w2v_path")
+        sd = {k: v for k, v in state["model"].items() if not k.endswith("_mask")}
+        own = {k: v for k, v in super().state_dict().items() if not k.endswith("_mask")}
+        bad = [(k, list(v.shape), list(own[k].shape)) for k, v in sd.items()
+               if k in own and v.shape != own[k].shape]
+        if bad or set(sd) != set(own):
+            raise ValueError(
+                f"pruning.init_from={path!r} does not fit this model: shape mismatches {bad[:3]}, "
+                f"missing {sorted(set(own) - set(sd))[:3]}, unexpected {sorted(set(sd) - set(own))[:3]} "
+                f"(another architecture or another target dictionary?)")
+        own_masks = {k: v for k, v in super().state_dict().items() if k.endswith("_mask")}
+        super().load_state_dict({**sd, **own_masks}, strict=True)
+        logger.info(f"initialized weights from {path}")
+
+    def initialize_masks(self) -> None:
+        """Initial mask of a new run, from ``mask_path`` or computed on the current weights."""
+        if self.masker is None:
+            return
+        pc = self.pruning_cfg
+        if pc.mask_path:
+            mf = load_mask_file(pc.mask_path)
+            if self._target_sparsity is None:
+                self._target_sparsity = mf.sparsity
+            elif pc.method != "parp" and abs(mf.report()["global"] - self._target_sparsity) > 1e-3:
+                raise ValueError(
+                    f"pruning.sparsity={self._target_sparsity} but {pc.mask_path} has sparsity "
+                    f"{mf.report()['global']:.4f}; drop pruning.sparsity or recompute the mask")
+            self.masker.set_masks(mf.masks, source=f"mask file {pc.mask_path}")
+            src = f"{pc.mask_path} ({mf.method}, {mf.ranking})"
+        else:
+            s = self.sparsity_at(0)
+            if pc.method == "random":
+                masks = random_masks(self.masker.shapes(), s, pc.ranking, seed=pc.seed)
+            else:  # mpi, parp: magnitude of the initial (pretrained) weights
+                masks = magnitude_masks(self.masker.params(), s, pc.ranking)
+            self.masker.set_masks(masks, source=f"{pc.method} mask")
+            src = f"{pc.method} on the initial weights"
+        rep = self.masker.report()
+        logger.info(f"pruning: method={pc.method} mask from {src}: sparsity {rep['global']:.4f} "
+                    f"over {len(self.masker.targets)} tensors")
+
+    # -- schedule -------------------------------------------------------------------------------
+    @property
+    def target_sparsity(self) -> float:
+        return 0.0 if self._target_sparsity is None else self._target_sparsity
+
+    def sparsity_at(self, update: int) -> float:
+        pc = self.pruning_cfg
+        return ramp_sparsity(update, self.target_sparsity, pc.ramp_start_sparsity, pc.ramp_updates)
+
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        self.num_updates = num_updates
+
+    def after_update(self, num_updates: int) -> None:
+        """Called after the optimizer step that made ``num_updates`` updates in total."""
+        self.num_updates = num_updates
+        if self.masker is None:
+            return
+        if self.masker.mode == "fixed":
+            self.masker.apply_()
+            return
+        self._off_target = True
+        if is_reprune_update(num_updates, self.pruning_cfg.reprune_interval):
+            self.reprune(self.sparsity_at(num_updates))
+
+    def prepare_for_evaluation(self) -> None:
+        """Bring a PARP model to its target sparsity (same result on every rank)."""
+        if self.masker is not None and self._off_target:
+            self.reprune(self.sparsity_at(self.num_updates))
+
+    @torch.no_grad()
+    def reprune(self, sparsity: float) -> None:
+        """Magnitude re-prune of the current weights to ``sparsity`` (PARP)."""
+        self.masker.set_masks(magnitude_masks(self.masker.params(), sparsity, self.pruning_cfg.ranking),
+                              source="re-prune")
+        self._off_target = False
+
+    def sparsity_stats(self) -> Dict[str, float]:
+        """Mask sparsity of the live model, global and per layer (logged every interval)."""
+        return {} if self.masker is None else self.masker.report()
+
+    def saved_sparsity_stats(self) -> Dict[str, float]:
+        """Sparsity of what the last ``state_dict()`` call returned (written into checkpoints)."""
+        return self._saved_report if self._saved_report is not None else self.sparsity_stats()
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self, *args, **kwargs):
+        sd = super().state_dict(*args, **kwargs)
+        self._saved_report = None
+        if self.masker is None or not self._off_target:
+            return sd
+        # PARP between re-prunes: save the re-pruned weights, leave the live ones alone
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        masks = magnitude_masks(self.masker.params(), self.sparsity_at(self.num_updates),
+                                self.pruning_cfg.ranking)
+        for t in self.masker.targets:
+            m = masks[t.name]
+            sd[prefix + t.mask_key] = m
+            sd[prefix + t.key] = getattr(t.module, t.param).detach().masked_fill(~m, 0)
+        self._saved_report = sparsity_report(masks)
+        return sd
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        mask_keys = {k for k in state_dict if k.endswith("_mask")}
+        if self.masker is None:
+            if mask_keys:
+                raise ValueError(
+                    "this checkpoint is PRUNED (it holds masks) but the model has "
+                    "pruning.method=none. Load it with its own config, give its masks to a "
+                    "pruning method (`parp-fairseq-mask extract`), or squash it into a dense "
+                    "stock checkpoint with `parp-fairseq-export`")
+            return super().load_state_dict(state_dict, strict, model_cfg, args)
+        expected = {t.mask_key for t in self.masker.targets}
+        if not mask_keys:
+            logger.info("loading a DENSE checkpoint into the pruned model: keeping its masks")
+            own = super().state_dict()
+            state_dict = dict(state_dict)
+            state_dict.update({k: own[k] for k in expected})
+        elif mask_keys != expected:
+            raise ValueError(
+                f"the checkpoint's masks ({len(mask_keys)} tensors, e.g. {sorted(mask_keys)[:2]}) "
+                f"do not match the model's pruning targets ({len(expected)}, e.g. "
+                f"{sorted(expected)[:2]}): it was pruned with another pruning.pattern/prune_bias")
+        out = super().load_state_dict(state_dict, strict, model_cfg, args)
+        self.masker.apply_()
+        self._off_target = False
+        return out

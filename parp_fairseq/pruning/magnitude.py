@@ -1,0 +1,160 @@
+"""Masks from weights: magnitude and random pruning as pure functions on tensors.
+
+A *mask* here is a ``torch.bool`` tensor of the weight's shape, ``True`` = kept.
+``sparsity`` is always the fraction REMOVED, in ``[0, 1)``.
+
+Exact counts: every function removes exactly ``round(sparsity * n)`` entries of each ranking
+group (``n`` = number of entries in the group), the same rounding as
+``torch.nn.utils.prune``. Ties at the threshold are broken by position (earlier entries are
+removed first), so results are deterministic on every rank of a distributed job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Callable, Dict, Iterable, List, Mapping, Optional
+
+import torch
+
+Masks = Dict[str, torch.Tensor]
+
+RANKINGS = ("global", "layer", "tensor")
+_LAYER_RE = re.compile(r"layers\.(\d+)\.")
+
+
+def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
+    """Validate a sparsity (fraction removed) and return it as float."""
+    try:
+        s = float(sparsity)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1), got {sparsity!r}") from None
+    if not 0.0 <= s < 1.0:
+        raise ValueError(
+            f"{name}={s} is out of range: it is the fraction of weights REMOVED and must be in "
+            f"[0, 1) (e.g. 0.5 keeps half of the weights)"
+        )
+    return s
+
+
+def num_to_prune(sparsity: float, numel: int) -> int:
+    """Entries removed from a group of ``numel`` at ``sparsity`` (``torch.nn.utils.prune`` rounding)."""
+    return int(round(check_sparsity(sparsity) * numel))
+
+
+def layer_of(name: str) -> str:
+    """Ranking group of a parameter name for ``ranking="layer"``: ``"layers.3"`` or the name itself."""
+    m = _LAYER_RE.search(name)
+    return f"layers.{m.group(1)}" if m else name
+
+
+def group_names(names: Iterable[str], ranking: str) -> "OrderedDict[str, List[str]]":
+    """Partition parameter names into ranking groups (insertion order preserved)."""
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
+    groups: "OrderedDict[str, List[str]]" = OrderedDict()
+    for n in names:
+        key = "all" if ranking == "global" else layer_of(n) if ranking == "layer" else n
+        groups.setdefault(key, []).append(n)
+    return groups
+
+
+def _smallest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean keep-mask over a 1-D ``scores`` that removes exactly the ``k`` smallest.
+
+    Uses a k-th value selection (no full sort); ties at the threshold are removed in index order.
+    """
+    n = scores.numel()
+    keep = torch.ones(n, dtype=torch.bool, device=scores.device)
+    if k <= 0:
+        return keep
+    if k >= n:
+        return torch.zeros_like(keep)
+    thr = torch.kthvalue(scores, k).values
+    below = scores < thr
+    keep &= ~below
+    need = k - int(below.sum())
+    if need > 0:
+        tie_idx = torch.nonzero(scores == thr, as_tuple=False).flatten()[:need]
+        keep[tie_idx] = False
+    return keep
+
+
+def masks_from_scores(
+    scores: Mapping[str, torch.Tensor],
+    sparsity: float,
+    ranking: str = "global",
+    keep: Optional[Mapping[str, torch.Tensor]] = None,
+) -> Masks:
+    """Keep-masks that remove the lowest-scoring ``sparsity`` fraction of each ranking group.
+
+    Args:
+        scores: name -> importance tensor (any shape; e.g. ``|w|``).
+        sparsity: fraction of entries removed in each group, in ``[0, 1)``.
+        ranking: ``"global"`` (all tensors ranked together, as
+            ``prune.global_unstructured``), ``"layer"`` (per transformer layer) or ``"tensor"``.
+        keep: optional current masks; entries already removed stay removed (IMP). ``sparsity``
+            still counts over ALL entries, so it must be at least the current sparsity.
+
+    Returns:
+        name -> ``torch.bool`` keep-mask of the same shape as its score tensor.
+    """
+    check_sparsity(sparsity)
+    if not scores:
+        raise ValueError("no tensors to prune: the target pattern matched no parameter")
+    out: Masks = {}
+    for gname, names in group_names(scores.keys(), ranking).items():
+        flat = torch.cat([scores[n].detach().reshape(-1).float() for n in names])
+        if keep is not None:
+            kflat = torch.cat([keep[n].reshape(-1).to(flat.device, torch.bool) for n in names])
+            already = int((~kflat).sum())
+            k = num_to_prune(sparsity, flat.numel())
+            if k < already:
+                raise ValueError(
+                    f"group {gname!r}: target sparsity {sparsity} removes {k} entries but the "
+                    f"current mask already removes {already}; masks can only grow sparser here"
+                )
+            # removed entries rank below everything else
+            flat = torch.where(kflat, flat, torch.full_like(flat, float("-inf")))
+        gmask = _smallest_k_mask(flat, num_to_prune(sparsity, flat.numel()))
+        offset = 0
+        for n in names:
+            numel = scores[n].numel()
+            out[n] = gmask[offset: offset + numel].view(scores[n].shape).clone()
+            offset += numel
+    return out
+
+
+def magnitude_masks(
+    weights: Mapping[str, torch.Tensor],
+    sparsity: float,
+    ranking: str = "global",
+    keep: Optional[Mapping[str, torch.Tensor]] = None,
+) -> Masks:
+    """Magnitude pruning (OMP / MPI / IMP / PARP re-prune): remove the smallest ``|w|``."""
+    return masks_from_scores({n: w.detach().abs() for n, w in weights.items()}, sparsity, ranking, keep)
+
+
+def random_masks(
+    shapes: Mapping[str, torch.Size],
+    sparsity: float,
+    ranking: str = "global",
+    seed: int = 0,
+) -> Masks:
+    """Uniformly random masks with exact sparsity per ranking group, reproducible from ``seed``."""
+    gen = torch.Generator().manual_seed(int(seed))
+    scores = {n: torch.rand(tuple(s), generator=gen) for n, s in shapes.items()}
+    return masks_from_scores(scores, sparsity, ranking)
+
+
+def apply_masks_(tensors: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the removed entries of ``tensors`` in place."""
+    with torch.no_grad():
+        for n, t in tensors.items():
+            t.masked_fill_(~masks[n].to(t.device), 0)
+
+
+def select(named: Iterable, pattern: str, key: Callable[[str], str] = lambda n: n) -> "OrderedDict":
+    """``OrderedDict`` of the ``(name, value)`` pairs whose ``key(name)`` fully matches ``pattern``."""
+    rx = re.compile(pattern)
+    return OrderedDict((n, v) for n, v in named if rx.fullmatch(key(n)))
