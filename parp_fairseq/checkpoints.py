@@ -1,0 +1,76 @@
+"""Reading fairseq checkpoints without building models: kinds, target weights, masks."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+
+from .pruning.maskfile import canonical_name
+
+PRETRAINED = "pretrained"  # wav2vec2 / hubert / data2vec pretraining checkpoint
+DENSE_CTC = "dense-ctc"  # wav2vec_ctc, or parp_wav2vec_ctc without masks
+PRUNED_CTC = "pruned-ctc"  # parp_wav2vec_ctc with masks
+
+_CTC_MODELS = ("wav2vec_ctc", "parp_wav2vec_ctc")
+
+
+def load_checkpoint(path: str) -> dict:
+    """``fairseq.checkpoint_utils.load_checkpoint_to_cpu`` with a clear error for bad paths."""
+    from fairseq import checkpoint_utils
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        return checkpoint_utils.load_checkpoint_to_cpu(path)
+    except Exception as e:
+        raise ValueError(f"{path!r} could not be read as a fairseq checkpoint: {type(e).__name__}: "
+                         f"{str(e)[:300]}") from None
+
+
+def model_name(state: dict) -> Optional[str]:
+    cfg = state.get("cfg") or {}
+    model = cfg.get("model") if hasattr(cfg, "get") else None
+    if model is not None and model.get("_name"):
+        return model.get("_name")
+    args = state.get("args")
+    return getattr(args, "arch", None) if args is not None else None
+
+
+def checkpoint_kind(state: dict) -> str:
+    name = model_name(state)
+    if name in _CTC_MODELS:
+        has_masks = any(k.endswith("_mask") for k in state["model"])
+        return PRUNED_CTC if has_masks else DENSE_CTC
+    return PRETRAINED
+
+
+def target_weights(state_dict: Dict[str, torch.Tensor], module_pattern: str,
+                   params: Sequence[str] = ("weight",)) -> "OrderedDict[str, torch.Tensor]":
+    """Canonical name -> tensor of every ``<module>.<param>`` whose module fully matches the pattern."""
+    rx = re.compile(module_pattern)
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, value in state_dict.items():
+        if key.endswith("_mask"):
+            continue
+        cname = canonical_name(key)
+        module, _, param = cname.rpartition(".")
+        if param in params and rx.fullmatch(module):
+            out[cname] = value
+    if not out:
+        raise ValueError(f"no parameter matches the prune pattern {module_pattern!r} (params "
+                         f"{list(params)}); is this a wav2vec 2.0 checkpoint?")
+    return out
+
+
+def checkpoint_masks(state_dict: Dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """Canonical weight name -> mask of a pruned checkpoint."""
+    return OrderedDict((canonical_name(k[: -len("_mask")]), v.to(torch.bool))
+                       for k, v in state_dict.items() if k.endswith("_mask"))
+
+
+def describe(state: dict) -> Tuple[str, str]:
+    return checkpoint_kind(state), str(model_name(state))

@@ -1,0 +1,97 @@
+"""``parp-fairseq-export``: squash a pruned checkpoint into a stock ``wav2vec_ctc`` checkpoint.
+
+The masks are multiplied into the weights (zeros in place) and dropped; the model, task and
+criterion configs are rewritten to fairseq's own ``wav2vec_ctc`` / ``audio_finetuning`` / ``ctc``
+so that plain fairseq loads the file without ``--user-dir`` and computes the same logits.
+
+fairseq's ``audio_finetuning`` pickles its ``Dictionary`` into checkpoints, which torch >= 2.6
+refuses to load by default; the export drops it (fairseq then reads ``dict.<labels>.txt`` from
+``task.data``, as for the released wav2vec 2.0 checkpoints) and keeps the symbols as a plain list
+under ``task_state.parp_dictionary``. The optimizer state is dropped too.
+
+    parp-fairseq-export parp/checkpoint_best.pt parp/stock.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import List, Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from ..checkpoints import DENSE_CTC, PRETRAINED, checkpoint_kind, load_checkpoint, model_name
+from ..pruning.maskfile import atomic_torch_save
+
+_STOCK = {"model": "wav2vec_ctc", "task": "audio_finetuning", "criterion": "ctc"}
+
+
+def _stock_keys(group: str) -> set:
+    from fairseq.criterions.ctc import CtcCriterionConfig
+    from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig
+    from fairseq.tasks.audio_finetuning import AudioFinetuningConfig
+
+    dc = {"model": Wav2Vec2CtcConfig, "task": AudioFinetuningConfig, "criterion": CtcCriterionConfig}
+    return {f.name for f in fields(dc[group])} | {"_name"}
+
+
+def squash(state: dict) -> dict:
+    """The stock-fairseq version of a loaded parp checkpoint ``state`` (a new dict)."""
+    sd = state["model"]
+    new_sd = {}
+    for k, v in sd.items():
+        if k.endswith("_mask"):
+            continue
+        mask = sd.get(k + "_mask")
+        new_sd[k] = v.masked_fill(~mask.to(torch.bool), 0) if mask is not None else v
+    cfg = state["cfg"]
+    cfg = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
+    for group, name in _STOCK.items():
+        sub = cfg.get(group)
+        if sub is None:
+            continue
+        if group != "model" and sub.get("_name") not in (name, f"parp_{name}", "parp_audio_finetuning"):
+            continue  # a criterion/task of someone else: leave it alone
+        keep = _stock_keys(group)
+        cfg[group] = {k: v for k, v in sub.items() if k in keep}
+        cfg[group]["_name"] = name
+    cfg.setdefault("common", {})["user_dir"] = None
+    task_state = dict(state.get("task_state") or {})
+    dictionary = task_state.pop("target_dictionary", None)
+    task_state.pop("parp_pruning", None)
+    if dictionary is not None:
+        task_state["parp_dictionary"] = list(dictionary.symbols)
+    out = {k: v for k, v in state.items() if k not in ("model", "cfg", "task_state", "last_optimizer_state")}
+    out.update(model=new_sd, cfg=cfg, task_state=task_state)
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="parp-fairseq-export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint", help="parp_wav2vec_ctc checkpoint (pruned or dense)")
+    ap.add_argument("out", help="stock wav2vec_ctc checkpoint to write")
+    args = ap.parse_args(argv)
+    try:
+        state = load_checkpoint(args.checkpoint)
+        name = model_name(state)
+        if checkpoint_kind(state) == PRETRAINED:
+            raise ValueError(f"{args.checkpoint} is a pretrained {name!r} checkpoint, not a "
+                             f"finetuned CTC model: nothing to export")
+        if name == "wav2vec_ctc":
+            raise ValueError(f"{args.checkpoint} is already a stock wav2vec_ctc checkpoint")
+        out = squash(state)
+        atomic_torch_save(out, args.out)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"parp-fairseq-export: error: {e}", file=sys.stderr)
+        return 2
+    n_masked = sum(k.endswith("_mask") for k in state["model"])
+    print(f"wrote {args.out}: stock wav2vec_ctc, {n_masked} masks squashed into the weights"
+          + (" (dense model)" if checkpoint_kind(state) == DENSE_CTC else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

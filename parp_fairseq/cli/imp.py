@@ -1,0 +1,129 @@
+"""``parp-fairseq-imp``: iterative magnitude pruning with rewinding, in one command.
+
+Round 0 finetunes dense (or reuses ``--start-checkpoint``). Round r >= 1 computes a global
+magnitude mask on round r-1's finetuned weights that removes ``--rate`` of the REMAINING weights
+(weights removed earlier stay removed), rewinds to ``--rewind`` (the pretrained init, or the
+weights of an early finetuning checkpoint) and finetunes with that mask held fixed. The last
+round lands exactly on ``--sparsity``. Each round is a stock ``fairseq-hydra-train`` run of the
+same config; finished rounds are skipped, so an interrupted run resumes where it stopped.
+
+    parp-fairseq-imp --config-dir configs/finetune --config-name base_10m --workdir exp/imp_s60 \\
+        --sparsity 0.6 --rate 0.2 -- task.data=$DATA model.w2v_path=$PT
+
+Outputs in ``--workdir``: ``round{r}/`` (fairseq save dirs), ``mask_round{r}.pt``,
+``final_mask.pt``, ``final_checkpoint.pt`` (the last round's checkpoint) and ``imp_rounds.tsv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from typing import List, Optional
+
+from .. import USER_DIR
+from ..pruning.schedule import imp_schedule
+
+logger = logging.getLogger("parp_fairseq.imp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="parp-fairseq-imp", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-dir", required=True)
+    ap.add_argument("--config-name", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--sparsity", type=float, required=True, help="final sparsity (fraction removed)")
+    ap.add_argument("--rate", type=float, default=0.1,
+                    help="fraction of the remaining weights removed per round (paper: 0.1)")
+    ap.add_argument("--rewind", default="pretrained",
+                    help="'pretrained' (model.w2v_path) or a finetuning checkpoint to rewind to")
+    ap.add_argument("--start-checkpoint", help="dense finetuned checkpoint to use as round 0")
+    ap.add_argument("--select", choices=("last", "best"), default="last",
+                    help="which checkpoint of a round the next mask is computed from")
+    ap.add_argument("--ranking", default="global", choices=("global", "layer", "tensor"))
+    ap.add_argument("overrides", nargs="*", help="hydra overrides for every round (after --)")
+    return ap
+
+
+def _train(args, save_dir: str, extra: List[str]) -> None:
+    cmd = ["fairseq-hydra-train", "--config-dir", os.path.abspath(args.config_dir),
+           "--config-name", args.config_name, f"common.user_dir={USER_DIR}",
+           f"checkpoint.save_dir={save_dir}", f"hydra.run.dir={save_dir}/hydra", *args.overrides, *extra]
+    logger.info("running: " + " ".join(cmd))
+    subprocess.run(cmd, check=True)
+
+
+def _ckpt(save_dir: str, select: str) -> str:
+    path = os.path.join(save_dir, f"checkpoint_{select}.pt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} missing: the round did not save a checkpoint "
+                                f"(check checkpoint.no_last_checkpoints / no_save)")
+    return path
+
+
+def run(args: argparse.Namespace) -> str:
+    from ..cli import mask as mask_cli
+    from ..pruning.maskfile import load_mask_file
+
+    sched = imp_schedule(args.sparsity, args.rate)
+    if args.rewind != "pretrained" and not os.path.isfile(args.rewind):
+        raise FileNotFoundError(f"--rewind {args.rewind!r}: give 'pretrained' or an existing checkpoint")
+    os.makedirs(args.workdir, exist_ok=True)
+    rows = []
+    if args.start_checkpoint:
+        prev_ckpt = args.start_checkpoint
+    else:
+        d0 = os.path.join(args.workdir, "round0")
+        if not os.path.exists(os.path.join(d0, "DONE")):
+            _train(args, d0, ["pruning=none"])
+            open(os.path.join(d0, "DONE"), "w").close()
+        prev_ckpt = _ckpt(d0, args.select)
+    rows.append((0, 0.0, 0.0, prev_ckpt, ""))
+    prev_mask = None
+    for r, s in enumerate(sched, start=1):
+        d = os.path.join(args.workdir, f"round{r}")
+        mpath = os.path.join(args.workdir, f"mask_round{r}.pt")
+        if not os.path.isfile(mpath):
+            margs = ["omp", "--checkpoint", prev_ckpt, "--sparsity", str(s), "--out", mpath,
+                     "--ranking", args.ranking, "--meta", f"imp_round={r}"]
+            if prev_mask:
+                margs += ["--keep", prev_mask]
+            if mask_cli.main(margs) != 0:
+                raise RuntimeError(f"mask computation of round {r} failed")
+        if not os.path.exists(os.path.join(d, "DONE")):
+            extra = ["pruning=imp", f"model.pruning.mask_path={mpath}"]
+            if args.rewind != "pretrained":
+                extra.append(f"model.pruning.init_from={os.path.abspath(args.rewind)}")
+            _train(args, d, extra)
+            open(os.path.join(d, "DONE"), "w").close()
+        prev_ckpt, prev_mask = _ckpt(d, args.select), mpath
+        rows.append((r, s, load_mask_file(mpath).report()["global"], prev_ckpt, mpath))
+    if prev_mask:
+        shutil.copyfile(prev_mask, os.path.join(args.workdir, "final_mask.pt"))
+    shutil.copyfile(prev_ckpt, os.path.join(args.workdir, "final_checkpoint.pt"))
+    with open(os.path.join(args.workdir, "imp_rounds.tsv"), "w") as f:
+        f.write("round\ttarget_sparsity\tmask_sparsity\tcheckpoint\tmask\n")
+        for row in rows:
+            f.write("\t".join(f"{x:.6f}" if isinstance(x, float) else str(x) for x in row) + "\n")
+    return os.path.join(args.workdir, "final_checkpoint.pt")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                        level=logging.INFO, stream=sys.stdout)
+    args = build_parser().parse_args(argv)
+    try:
+        final = run(args)
+    except (ValueError, FileNotFoundError, RuntimeError, subprocess.CalledProcessError) as e:
+        print(f"parp-fairseq-imp: error: {e}", file=sys.stderr)
+        return 2
+    print(f"IMP done: {final} (mask {os.path.join(args.workdir, 'final_mask.pt')})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Shared fixtures: a real tone-speech corpus, a tiny wav2vec 2.0 pretrained here with stock
+``audio_pretraining``, and a dense finetuned CTC model, all built once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import parp_fairseq  # noqa: E402  (registers the plugin, allow-lists fairseq globals)
+from parp_fairseq.data.tones import make_tone_corpus  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def hydra_train(config_dir: str, config_name: str, save_dir: Path, *overrides: str,
+                check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real ``fairseq-hydra-train`` with our user_dir; output kept for failure messages."""
+    cmd = ["fairseq-hydra-train", "--config-dir", str(REPO / config_dir), "--config-name", config_name,
+           f"common.user_dir={parp_fairseq.USER_DIR}", f"checkpoint.save_dir={save_dir}",
+           f"hydra.run.dir={save_dir}/hydra", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    return make_tone_corpus(tmp_path_factory.mktemp("data") / "tones")
+
+
+@pytest.fixture(scope="session")
+def pretrained(corpus, tmp_path_factory) -> Path:
+    """A 2-layer 64-dim wav2vec 2.0, pretrained with stock audio_pretraining on the corpus."""
+    d = tmp_path_factory.mktemp("pretrain")
+    hydra_train("configs/pretrain", "tiny", d, f"task.data={corpus}")
+    return d / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
+def finetuned(corpus, pretrained, tmp_path_factory) -> Path:
+    """Dense CTC finetuning of ``pretrained`` through parp_wav2vec_ctc (method none)."""
+    d = tmp_path_factory.mktemp("ft_dense")
+    hydra_train("configs/finetune", "tiny", d, f"task.data={corpus}", f"model.w2v_path={pretrained}")
+    return d / "checkpoint_last.pt"
