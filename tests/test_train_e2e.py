@@ -1,0 +1,151 @@
+"""End to end through the real ``fairseq-hydra-train`` (CPU): each method, resume, IMP, export."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import REPO, hydra_train
+from parp_fairseq.checkpoints import checkpoint_masks
+from parp_fairseq.cli import mask as mask_cli
+from parp_fairseq.pruning import load_mask_file, magnitude_masks, num_to_prune
+
+SHORT = ["optimization.max_update=30", "checkpoint.save_interval_updates=10",
+         "dataset.validate_interval_updates=10"]
+# a schedule that does not depend on max_update, and no numpy-RNG time masking: resumable bit-exact
+RESUMABLE = ["lr_scheduler.phase_ratio=null", "+lr_scheduler.warmup_steps=5", "+lr_scheduler.hold_steps=10",
+             "+lr_scheduler.decay_steps=15", "model.apply_mask=false"]
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _assert_exact(state, sparsity):
+    masks = checkpoint_masks(state["model"])
+    assert masks, "checkpoint holds no masks"
+    removed = sum(int((~m).sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    assert removed == num_to_prune(sparsity, total), (removed, total)
+    for k, v in state["model"].items():  # and the saved weights are zero there
+        if k.endswith("_mask"):
+            assert bool((state["model"][k[:-5]][~v] == 0).all()), k
+    rep = state["task_state"]["parp_pruning"]["sparsity"]
+    assert rep["global"] == pytest.approx(sparsity, abs=1 / total)  # exact up to the rounding of counts
+    return masks
+
+
+def test_dense_finetuning_has_no_masks(finetuned):
+    state = _load(finetuned)
+    assert state["cfg"]["model"]["_name"] == "parp_wav2vec_ctc"
+    assert not checkpoint_masks(state["model"])
+
+
+@pytest.mark.parametrize("method", ["mpi", "random"])
+def test_fixed_mask_methods(corpus, pretrained, tmp_path, method):
+    hydra_train("configs/finetune", "tiny", tmp_path, f"task.data={corpus}", f"model.w2v_path={pretrained}",
+                f"pruning={method}", "model.pruning.sparsity=0.6", *SHORT)
+    masks20 = checkpoint_masks(_load(tmp_path / "checkpoint_2_20.pt")["model"]) \
+        if (tmp_path / "checkpoint_2_20.pt").exists() else None
+    masks = _assert_exact(_load(tmp_path / "checkpoint_last.pt"), 0.6)
+    if masks20 is not None:
+        assert all(torch.equal(masks20[n], masks[n]) for n in masks)
+
+
+def test_omp_mask_from_finetuned_applied_at_pretrained_init(corpus, pretrained, finetuned, tmp_path):
+    mpath = tmp_path / "omp.pt"
+    assert mask_cli.main(["omp", "--checkpoint", str(finetuned), "--sparsity", "0.5", "--out", str(mpath)]) == 0
+    mf = load_mask_file(mpath)
+    assert mf.method == "omp" and mf.report()["global"] == 0.5
+    save = tmp_path / "run"
+    out = hydra_train("configs/finetune", "tiny", save, f"task.data={corpus}", f"model.w2v_path={pretrained}",
+                      "pruning=omp", f"model.pruning.mask_path={mpath}", *SHORT)
+    assert "mask from" in out.stdout + out.stderr
+    masks = _assert_exact(_load(save / "checkpoint_last.pt"), 0.5)
+    assert all(torch.equal(masks[n], mf.masks[n]) for n in mf.masks)
+
+
+def test_parp_resume_is_exact(corpus, pretrained, tmp_path):
+    common = [f"task.data={corpus}", f"model.w2v_path={pretrained}", "pruning=parp",
+              "model.pruning.sparsity=0.5", "model.pruning.reprune_interval=7", "optimization.lr=[0.005]",
+              *SHORT, *RESUMABLE]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    log = hydra_train("configs/finetune", "tiny", straight, *common).stdout
+    assert "sparsity=0.5" in log  # logged every log interval through fairseq metrics
+    hydra_train("configs/finetune", "tiny", resumed, *common, "optimization.max_update=20")
+    mid = _load(resumed / "checkpoint_last.pt")
+    mid_masks = _assert_exact(mid, 0.5)
+    out = hydra_train("configs/finetune", "tiny", resumed, *common)  # picks up checkpoint_last.pt
+    assert "@ 20 updates" in out.stdout + out.stderr
+    a, b = _load(straight / "checkpoint_last.pt"), _load(resumed / "checkpoint_last.pt")
+    masks = _assert_exact(b, 0.5)
+    pre = torch.load(pretrained, map_location="cpu", weights_only=False)["model"]
+    mpi = magnitude_masks({n: pre[n] for n in mid_masks}, 0.5, "global")  # PARP's initial mask
+    assert any(not torch.equal(mid_masks[n], mpi[n]) for n in mpi), "PARP masks never moved"
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), f"resumed run differs at {k}"
+
+
+def test_export_loads_in_stock_fairseq_with_identical_logits(corpus, pretrained, tmp_path):
+    run = tmp_path / "run"
+    hydra_train("configs/finetune", "tiny", run, f"task.data={corpus}", f"model.w2v_path={pretrained}",
+                "pruning=parp", "model.pruning.sparsity=0.7", "model.pruning.reprune_interval=4", *SHORT)
+    ckpt, stock = run / "checkpoint_last.pt", tmp_path / "stock.pt"
+    r = subprocess.run(["parp-fairseq-export", str(ckpt), str(stock)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from fairseq import checkpoint_utils
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [{str(stock)!r}], arg_overrides={{"data": {str(corpus)!r}}})
+        assert "parp_fairseq" not in sys.modules, "the plugin was imported"
+        assert type(models[0]).__name__ == "Wav2VecCtc", type(models[0])
+        task.load_dataset("valid")
+        ds = task.datasets["valid"]
+        s = ds.collater([ds[i] for i in range(4)])
+        m = models[0].eval()
+        with torch.no_grad():
+            torch.save(m.get_logits(m(**s["net_input"])), sys.argv[1])
+    """)
+    out = tmp_path / "stock_logits.pt"
+    r = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True,
+                       cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    from fairseq import checkpoint_utils
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])
+    assert type(models[0]).__name__ == "ParpWav2VecCtc"
+    assert models[0].sparsity_stats()["global"] == pytest.approx(0.7, abs=1e-4)
+    task.load_dataset("valid")
+    ds = task.datasets["valid"]
+    s = ds.collater([ds[i] for i in range(4)])
+    m = models[0].eval()
+    with torch.no_grad():
+        ours = m.get_logits(m(**s["net_input"]))
+    assert torch.equal(ours, torch.load(out))
+    exported = _load(stock)
+    assert not any(k.endswith("_mask") for k in exported["model"])
+    assert exported["cfg"]["model"]["_name"] == "wav2vec_ctc" and "pruning" not in exported["cfg"]["model"]
+
+
+def test_imp_rounds_nest_and_reach_target(corpus, pretrained, finetuned, tmp_path):
+    work = tmp_path / "imp"
+    cmd = ["parp-fairseq-imp", "--config-dir", str(REPO / "configs/finetune"), "--config-name", "tiny",
+           "--workdir", str(work), "--sparsity", "0.5", "--rate", "0.3", "--start-checkpoint", str(finetuned),
+           "--", f"task.data={corpus}", f"model.w2v_path={pretrained}", "optimization.max_update=20",
+           "checkpoint.save_interval_updates=10", "dataset.validate_interval_updates=10"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m1, m2 = load_mask_file(work / "mask_round1.pt"), load_mask_file(work / "mask_round2.pt")
+    assert m1.report()["global"] == pytest.approx(0.3, abs=1e-4) and m2.report()["global"] == pytest.approx(0.5, abs=1e-4)
+    for n in m1.masks:
+        assert not bool((m2.masks[n] & ~m1.masks[n]).any()), "IMP masks must nest"
+    final = _assert_exact(_load(work / "final_checkpoint.pt"), 0.5)
+    assert all(torch.equal(final[n], m2.masks[n]) for n in final)
+    rows = (work / "imp_rounds.tsv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("round\t")
+    # finished rounds are skipped on a rerun
+    r2 = subprocess.run(cmd, capture_output=True, text=True)
+    assert r2.returncode == 0 and "running: fairseq-hydra-train" not in r2.stdout
