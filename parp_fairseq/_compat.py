@@ -16,3 +16,13 @@ def allow_fairseq_globals() -> None:
     add = getattr(torch.serialization, "add_safe_globals", None)
     if add is not None:
         add([Dictionary, argparse.Namespace])
+
+
+def console_script(name: str) -> str:
+    """Path of a console script (``fairseq-hydra-train``...) installed next to this interpreter,
+    so that ``.venv/bin/python -m ...`` works without an activated venv; else the bare name."""
+    import os
+    import sys
+
+    cand = os.path.join(os.path.dirname(sys.executable), name)
+    return cand if os.access(cand, os.X_OK) else name

@@ -108,7 +108,8 @@ def compute(args: argparse.Namespace) -> MaskFile:
     return MaskFile(masks, args.sparsity, args.cmd, args.ranking, args.checkpoint, meta)
 
 
-def print_info(mf: MaskFile, path: str, file=sys.stdout) -> None:
+def print_info(mf: MaskFile, path: str, file=None) -> None:
+    file = file or sys.stdout
     rep = mf.report()
     print(f"# {path}: method={mf.method} ranking={mf.ranking} target_sparsity={mf.sparsity} "
           f"source={mf.source} meta={mf.meta}", file=file)

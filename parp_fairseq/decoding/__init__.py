@@ -1,0 +1,1 @@
+"""CTC decoding and scoring."""

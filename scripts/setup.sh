@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install parp_fairseq with its pinned stack (CPU torch 2.13.0). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+echo "[setup] installing parp_fairseq and its pinned dependencies (first time ~1 min)"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python - <<'PY'
+import fairseq, torch
+import parp_fairseq
+print(f"[setup] ok: parp_fairseq {parp_fairseq.__version__}, fairseq {fairseq.__version__}, torch {torch.__version__}")
+PY
