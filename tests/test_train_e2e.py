@@ -31,7 +31,7 @@ def _assert_exact(state, sparsity):
     total = sum(m.numel() for m in masks.values())
     assert removed == num_to_prune(sparsity, total), (removed, total)
     for k, v in state["model"].items():  # and the saved weights are zero there
-        if k.endswith("_mask"):
+        if k.endswith("_mask") and k[:-5] + "_scores" not in state["model"]:  # S3-Router keeps w frozen
             assert bool((state["model"][k[:-5]][~v] == 0).all()), k
     rep = state["task_state"]["parp_pruning"]["sparsity"]
     assert rep["global"] == pytest.approx(sparsity, abs=1 / total)  # exact up to the rounding of counts
@@ -68,10 +68,17 @@ def test_omp_mask_from_finetuned_applied_at_pretrained_init(corpus, pretrained, 
     assert all(torch.equal(masks[n], mf.masks[n]) for n in mf.masks)
 
 
-def test_parp_resume_is_exact(corpus, pretrained, tmp_path):
-    common = [f"task.data={corpus}", f"model.w2v_path={pretrained}", "pruning=parp",
-              "model.pruning.sparsity=0.5", "model.pruning.reprune_interval=7", "optimization.lr=[0.005]",
-              *SHORT, *RESUMABLE]
+METHOD_ARGS = {
+    "parp": ["pruning=parp", "model.pruning.sparsity=0.5", "model.pruning.reprune_interval=7"],
+    "s3router": ["pruning=s3router", "model.pruning.sparsity=0.5"],
+}
+
+
+@pytest.mark.parametrize("method", ["parp", "s3router"])
+def test_resume_is_exact(corpus, pretrained, tmp_path, method):
+    """Interrupted at update 20 and resumed from checkpoint_last.pt == one straight run to 30."""
+    common = [f"task.data={corpus}", f"model.w2v_path={pretrained}", *METHOD_ARGS[method],
+              "optimization.lr=[0.005]", *SHORT, *RESUMABLE]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     log = hydra_train("configs/finetune", "tiny", straight, *common).stdout
     assert "sparsity=0.5" in log  # logged every log interval through fairseq metrics
@@ -81,18 +88,27 @@ def test_parp_resume_is_exact(corpus, pretrained, tmp_path):
     out = hydra_train("configs/finetune", "tiny", resumed, *common)  # picks up checkpoint_last.pt
     assert "@ 20 updates" in out.stdout + out.stderr
     a, b = _load(straight / "checkpoint_last.pt"), _load(resumed / "checkpoint_last.pt")
-    masks = _assert_exact(b, 0.5)
+    _assert_exact(b, 0.5)
     pre = torch.load(pretrained, map_location="cpu", weights_only=False)["model"]
-    mpi = magnitude_masks({n: pre[n] for n in mid_masks}, 0.5, "global")  # PARP's initial mask
-    assert any(not torch.equal(mid_masks[n], mpi[n]) for n in mpi), "PARP masks never moved"
+    ranking = "tensor" if method == "s3router" else "global"
+    start = magnitude_masks({n: pre[n] for n in mid_masks}, 0.5, ranking)  # the initial mask of both
+    assert any(not torch.equal(mid_masks[n], start[n]) for n in start), "masks never moved"
+    assert set(a["model"]) == set(b["model"])
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), f"resumed run differs at {k}"
+    if method == "s3router":  # frozen weights stayed the pretrained ones
+        for n in mid_masks:
+            assert torch.equal(b["model"]["w2v_encoder.w2v_model." + n], pre[n])
 
 
-def test_export_loads_in_stock_fairseq_with_identical_logits(corpus, pretrained, tmp_path):
+@pytest.mark.parametrize("method", ["parp", "s3router", "s3router_p"])
+def test_export_loads_in_stock_fairseq_with_identical_logits(corpus, pretrained, finetuned, tmp_path, method):
     run = tmp_path / "run"
+    args = {"parp": ["pruning=parp", "model.pruning.reprune_interval=4"],
+            "s3router": ["pruning=s3router"],
+            "s3router_p": ["pruning=s3router_p", f"model.pruning.init_from={finetuned}"]}[method]
     hydra_train("configs/finetune", "tiny", run, f"task.data={corpus}", f"model.w2v_path={pretrained}",
-                "pruning=parp", "model.pruning.sparsity=0.7", "model.pruning.reprune_interval=4", *SHORT)
+                *args, "model.pruning.sparsity=0.7", *SHORT)
     ckpt, stock = run / "checkpoint_last.pt", tmp_path / "stock.pt"
     r = subprocess.run(["parp-fairseq-export", str(ckpt), str(stock)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -126,7 +142,7 @@ def test_export_loads_in_stock_fairseq_with_identical_logits(corpus, pretrained,
         ours = m.get_logits(m(**s["net_input"]))
     assert torch.equal(ours, torch.load(out))
     exported = _load(stock)
-    assert not any(k.endswith("_mask") for k in exported["model"])
+    assert not any(k.endswith(("_mask", "_scores")) for k in exported["model"])
     assert exported["cfg"]["model"]["_name"] == "wav2vec_ctc" and "pruning" not in exported["cfg"]["model"]
 
 

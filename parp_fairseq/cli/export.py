@@ -42,7 +42,7 @@ def squash(state: dict) -> dict:
     sd = state["model"]
     new_sd = {}
     for k, v in sd.items():
-        if k.endswith("_mask"):
+        if k.endswith("_mask") or k.endswith("_scores"):
             continue
         mask = sd.get(k + "_mask")
         new_sd[k] = v.masked_fill(~mask.to(torch.bool), 0) if mask is not None else v

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import torch
 from fairseq import checkpoint_utils
@@ -32,15 +33,18 @@ from omegaconf import II
 from ..pruning.magnitude import RANKINGS, check_sparsity, magnitude_masks, random_masks
 from ..pruning.maskfile import load_mask_file
 from ..pruning.masker import ParamMasker, find_targets
+from ..pruning.scores import SCORE_INITS, ScoreMasker, init_scores
 from ..pruning.schedule import is_reprune_update, ramp_sparsity
 from ..pruning.stats import sparsity_report
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PATTERN = r"encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|fc1|fc2)"
-PRUNE_METHODS = ("none", "omp", "mpi", "random", "imp", "parp")
+PRUNE_METHODS = ("none", "omp", "mpi", "random", "imp", "parp", "s3router", "s3router_p")
 # method -> how masks behave in training
-_MODE = {"omp": "fixed", "mpi": "fixed", "random": "fixed", "imp": "fixed", "parp": "adjust"}
+_MODE = {"omp": "fixed", "mpi": "fixed", "random": "fixed", "imp": "fixed", "parp": "adjust",
+         "s3router": "score", "s3router_p": "score"}
+_LAYER_NORM = re.compile(r"(^|\.)(layer_norm|self_attn_layer_norm|final_layer_norm)(\.|$)")
 
 
 @dataclass
@@ -50,7 +54,9 @@ class PruningConfig(FairseqDataclass):
         metadata={"help": "none: dense finetuning (stock). omp/imp: fixed mask from `mask_path`. "
                           "mpi: fixed magnitude mask of the initial (pretrained) weights. random: "
                           "fixed random mask. parp: start from `mask_path` (or MPI), keep pruned "
-                          "weights trainable, re-prune every `reprune_interval` updates"},
+                          "weights trainable, re-prune every `reprune_interval` updates. "
+                          "s3router: learn masks over FROZEN pretrained weights through scores. "
+                          "s3router_p: the same over a finetuned model (`init_from`)"},
     )
     sparsity: Optional[float] = field(
         default=None,
@@ -88,7 +94,18 @@ class PruningConfig(FairseqDataclass):
                           "pruned; its masks are ignored), e.g. an early checkpoint to rewind "
                           "to in IMP; masks still come from `mask_path` / `method`"},
     )
-    seed: int = field(default=II("common.seed"), metadata={"help": "seed of random masks"})
+    score_init: ChoiceEnum(SCORE_INITS) = field(  # type: ignore[valid-type]
+        default="ori",
+        metadata={"help": "S3-Router score init: kaiming (random), magnitude (0/1 magnitude mask), "
+                          "magnitude_scale (w / score_scale), ori (random values ranked as |w|)"},
+    )
+    score_scale: float = field(default=1.0, metadata={"help": "divisor of magnitude_scale scores"})
+    train_biases: bool = field(default=False, metadata={"help": "S3-Router: also train biases"})
+    train_layer_norms: bool = field(default=False, metadata={"help": "S3-Router: also train layer norms"})
+    train_weights: bool = field(
+        default=False, metadata={"help": "S3-Router: co-train the masked weights with their scores"}
+    )
+    seed: int = field(default=II("common.seed"), metadata={"help": "seed of random masks / scores"})
 
 
 @dataclass
@@ -114,6 +131,15 @@ def validate_pruning_config(pc) -> None:
                          f"--checkpoint FT.pt --sparsity S --out mask.pt`")
     if pc.method in ("mpi", "random") and pc.sparsity is None and not pc.mask_path:
         raise ValueError(f"pruning.method={pc.method} needs pruning.sparsity (fraction removed)")
+    if pc.method in ("s3router", "s3router_p"):
+        if pc.sparsity is None:
+            raise ValueError(f"pruning.method={pc.method} needs pruning.sparsity (fraction removed)")
+        if pc.mask_path:
+            raise ValueError(f"pruning.method={pc.method} learns its masks from scores; "
+                             f"pruning.mask_path is not used: drop it")
+        if pc.method == "s3router_p" and not pc.init_from:
+            raise ValueError("pruning.method=s3router_p prunes a FINETUNED model: set "
+                             "pruning.init_from=FINETUNED.pt (its weights are frozen, scores = |w|/scale)")
     if pc.method == "parp" and pc.sparsity is None and not pc.mask_path:
         raise ValueError("pruning.method=parp needs pruning.sparsity or a pruning.mask_path")
     if pc.mask_path and not os.path.isfile(pc.mask_path):
@@ -135,19 +161,35 @@ class ParpWav2VecCtc(Wav2VecCtc):
         validate_pruning_config(pc)
         self.pruning_cfg = pc
         self.num_updates = 0
-        self.masker: Optional[ParamMasker] = None
+        self.masker: Optional[Union[ParamMasker, ScoreMasker]] = None
         self._target_sparsity: Optional[float] = pc.sparsity
         self._off_target = False  # PARP weights may have regrown since the last re-prune
         self._saved_report: Optional[Dict[str, float]] = None
-        if pc.method != "none":
-            params = ("weight", "bias") if pc.prune_bias else ("weight",)
-            self.masker = ParamMasker(find_targets(self, pc.pattern, params), _MODE[pc.method])
+        if pc.method == "none":
+            return
+        params = ("weight", "bias") if pc.prune_bias else ("weight",)
+        targets = find_targets(self, pc.pattern, params)
+        if _MODE[pc.method] == "score":
+            if cfg.freeze_finetune_updates > 0:
+                raise ValueError(
+                    f"pruning.method={pc.method} trains scores from update 0, but "
+                    f"model.freeze_finetune_updates={cfg.freeze_finetune_updates} runs the encoder "
+                    f"under no_grad until then: set model.freeze_finetune_updates=0")
+            self.masker = ScoreMasker(targets, pc.sparsity, pc.ranking)
+        else:
+            self.masker = ParamMasker(targets, _MODE[pc.method])
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def build_model(cls, cfg: ParpWav2Vec2CtcConfig, task):
         validate_pruning_config(cfg.pruning)  # fail before loading the pretrained model
+        if cfg.pruning.method != "none" and not hasattr(task, "building_from_checkpoint"):
+            raise ValueError(
+                f"pruning.method={cfg.pruning.method} needs the task's update hooks: set "
+                f"task._name=parp_audio_finetuning (got {type(task).__name__})")
         model = cls(cfg, Wav2VecEncoder(cfg, len(task.target_dictionary)))
+        if isinstance(model.masker, ScoreMasker):
+            model._freeze_for_score_training()
         if getattr(task, "building_from_checkpoint", False):
             return model  # weights and masks come from the checkpoint's state_dict
         if cfg.pruning.init_from:
@@ -155,33 +197,68 @@ class ParpWav2VecCtc(Wav2VecCtc):
         model.initialize_masks()
         return model
 
+    def _freeze_for_score_training(self) -> None:
+        """S3-Router: only scores and the CTC head train (plus biases / layer norms / weights if asked)."""
+        pc = self.pruning_cfg
+        score_ids = {id(p) for p in self.masker.scores().values()}
+        weight_ids = {id(p) for p in self.masker.params().values()}
+        for name, p in self.named_parameters():
+            train = (id(p) in score_ids or name.startswith("w2v_encoder.proj.")
+                     or (pc.train_weights and id(p) in weight_ids)
+                     or (pc.train_biases and name.endswith(".bias"))
+                     or (pc.train_layer_norms and _LAYER_NORM.search(name) is not None))
+            p.requires_grad_(train)
+
+    def _public_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Live state_dict with the stock key names (plus ``_mask`` / ``_scores``)."""
+        sd = super().state_dict()
+        return self.masker.public_state(sd) if self.masker is not None else sd
+
+    def _load_public(self, sd, strict=True, model_cfg=None, args=None):
+        if self.masker is not None:
+            sd = self.masker.internal_state(sd)
+        out = super().load_state_dict(sd, strict, model_cfg, args)
+        if self.masker is not None:
+            self.masker.invalidate()
+        return out
+
     def load_weights_from(self, path: str) -> None:
-        """Copy every weight (not the masks) of a dense or pruned CTC checkpoint into this model."""
+        """Copy every weight (not masks/scores) of a dense or pruned CTC checkpoint into this model."""
         state = checkpoint_utils.load_checkpoint_to_cpu(path)
         name = (state.get("cfg") or {}).get("model", {}).get("_name")
         if name not in ("wav2vec_ctc", "parp_wav2vec_ctc"):
             raise ValueError(f"pruning.init_from={path!r} is a {name!r} checkpoint; it must be a "
                              f"finetuned CTC model (wav2vec_ctc or parp_wav2vec_ctc). Pretrained "
                              f"wav2vec 2.0 checkpoints go to model.w2v_path")
-        sd = {k: v for k, v in state["model"].items() if not k.endswith("_mask")}
-        own = {k: v for k, v in super().state_dict().items() if not k.endswith("_mask")}
-        bad = [(k, list(v.shape), list(own[k].shape)) for k, v in sd.items()
-               if k in own and v.shape != own[k].shape]
-        if bad or set(sd) != set(own):
+        extra = self.masker.public_keys() if self.masker is not None else []
+        is_extra = lambda k: k.endswith("_mask") or k.endswith("_scores")  # noqa: E731
+        src = state["model"]
+        # a pruned source: its effective weights are what it computes with
+        sd = {k: (v.masked_fill(~src[k + "_mask"], 0) if k + "_mask" in src else v)
+              for k, v in src.items() if not is_extra(k)}
+        own = self._public_state_dict()
+        own_w = {k: v for k, v in own.items() if k not in extra}
+        bad = [(k, list(v.shape), list(own_w[k].shape)) for k, v in sd.items()
+               if k in own_w and v.shape != own_w[k].shape]
+        if bad or set(sd) != set(own_w):
             raise ValueError(
                 f"pruning.init_from={path!r} does not fit this model: shape mismatches {bad[:3]}, "
-                f"missing {sorted(set(own) - set(sd))[:3]}, unexpected {sorted(set(sd) - set(own))[:3]} "
+                f"missing {sorted(set(own_w) - set(sd))[:3]}, unexpected {sorted(set(sd) - set(own_w))[:3]} "
                 f"(another architecture or another target dictionary?)")
-        own_masks = {k: v for k, v in super().state_dict().items() if k.endswith("_mask")}
-        super().load_state_dict({**sd, **own_masks}, strict=True)
+        self._load_public({**sd, **{k: own[k] for k in extra}}, strict=True)
         logger.info(f"initialized weights from {path}")
 
     def initialize_masks(self) -> None:
-        """Initial mask of a new run, from ``mask_path`` or computed on the current weights."""
+        """Initial mask of a new run: from ``mask_path``, or computed on the current weights."""
         if self.masker is None:
             return
         pc = self.pruning_cfg
-        if pc.mask_path:
+        if isinstance(self.masker, ScoreMasker):
+            scores = init_scores(self.masker.params(), str(pc.score_init), self.target_sparsity,
+                                 pc.score_scale, pc.seed)
+            self.masker.set_scores(scores)
+            src = f"{pc.score_init} scores"
+        elif pc.mask_path:
             mf = load_mask_file(pc.mask_path)
             if self._target_sparsity is None:
                 self._target_sparsity = mf.sparsity
@@ -221,12 +298,15 @@ class ParpWav2VecCtc(Wav2VecCtc):
         self.num_updates = num_updates
         if self.masker is None:
             return
-        if self.masker.mode == "fixed":
+        if self.masker.mode == "score":
+            # unconditional: fairseq's optimizers update p.data, which bumps no version counter
+            self.masker.refresh()
+        elif self.masker.mode == "fixed":
             self.masker.apply_()
-            return
-        self._off_target = True
-        if is_reprune_update(num_updates, self.pruning_cfg.reprune_interval):
-            self.reprune(self.sparsity_at(num_updates))
+        else:
+            self._off_target = True
+            if is_reprune_update(num_updates, self.pruning_cfg.reprune_interval):
+                self.reprune(self.sparsity_at(num_updates))
 
     def prepare_for_evaluation(self) -> None:
         """Bring a PARP model to its target sparsity (same result on every rank)."""
@@ -250,12 +330,16 @@ class ParpWav2VecCtc(Wav2VecCtc):
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self, *args, **kwargs):
+        """Stock key names plus ``<param>_mask`` (and ``<param>_scores`` for S3-Router)."""
         sd = super().state_dict(*args, **kwargs)
         self._saved_report = None
-        if self.masker is None or not self._off_target:
+        if self.masker is None:
+            return sd
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        sd = self.masker.public_state(sd, prefix)
+        if not self._off_target:
             return sd
         # PARP between re-prunes: save the re-pruned weights, leave the live ones alone
-        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
         masks = magnitude_masks(self.masker.params(), self.sparsity_at(self.num_updates),
                                 self.pruning_cfg.ranking)
         for t in self.masker.targets:
@@ -266,27 +350,28 @@ class ParpWav2VecCtc(Wav2VecCtc):
         return sd
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
-        mask_keys = {k for k in state_dict if k.endswith("_mask")}
+        extra_keys = {k for k in state_dict if k.endswith("_mask") or k.endswith("_scores")}
         if self.masker is None:
-            if mask_keys:
+            if extra_keys:
                 raise ValueError(
                     "this checkpoint is PRUNED (it holds masks) but the model has "
                     "pruning.method=none. Load it with its own config, give its masks to a "
                     "pruning method (`parp-fairseq-mask extract`), or squash it into a dense "
                     "stock checkpoint with `parp-fairseq-export`")
             return super().load_state_dict(state_dict, strict, model_cfg, args)
-        expected = {t.mask_key for t in self.masker.targets}
-        if not mask_keys:
+        expected = set(self.masker.public_keys())
+        if not extra_keys:
             logger.info("loading a DENSE checkpoint into the pruned model: keeping its masks")
-            own = super().state_dict()
-            state_dict = dict(state_dict)
-            state_dict.update({k: own[k] for k in expected})
-        elif mask_keys != expected:
+            own = self._public_state_dict()
+            state_dict = {**state_dict, **{k: own[k] for k in expected}}
+        elif extra_keys != expected:
             raise ValueError(
-                f"the checkpoint's masks ({len(mask_keys)} tensors, e.g. {sorted(mask_keys)[:2]}) "
+                f"the checkpoint's masks ({len(extra_keys)} tensors, e.g. {sorted(extra_keys)[:2]}) "
                 f"do not match the model's pruning targets ({len(expected)}, e.g. "
-                f"{sorted(expected)[:2]}): it was pruned with another pruning.pattern/prune_bias")
-        out = super().load_state_dict(state_dict, strict, model_cfg, args)
-        self.masker.apply_()
+                f"{sorted(expected)[:2]}): it was pruned with another pruning.pattern/prune_bias "
+                f"or another method (S3-Router checkpoints hold scores too)")
+        out = self._load_public(state_dict, strict, model_cfg, args)
+        if isinstance(self.masker, ParamMasker):
+            self.masker.apply_()
         self._off_target = False
         return out

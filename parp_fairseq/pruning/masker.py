@@ -69,6 +69,7 @@ class ParamMasker:
             raise ValueError(f"mask mode must be one of {MODES}, got {mode!r}")
         self.targets = targets
         self.mode = mode
+        self._report = None
         self._hooks = []
         for t in targets:
             p = getattr(t.module, t.param)
@@ -98,8 +99,10 @@ class ParamMasker:
         return {n: list(p.shape) for n, p in self.params().items()}
 
     def report(self) -> Dict[str, float]:
-        """Sparsity of the masks, global and per layer."""
-        return sparsity_report(self.masks())
+        """Sparsity of the masks, global and per layer (cached until the masks change)."""
+        if self._report is None:
+            self._report = sparsity_report(self.masks())
+        return self._report
 
     def weight_report(self) -> Dict[str, float]:
         """Actual sparsity of the weights (fraction exactly zero)."""
@@ -112,6 +115,7 @@ class ParamMasker:
         with torch.no_grad():
             for t in self.targets:
                 getattr(t.module, f"{t.param}_mask").copy_(masks[t.name])
+        self._report = None
         self.apply_()
 
     @torch.no_grad()
@@ -119,6 +123,20 @@ class ParamMasker:
         """Write zeros into the removed entries of every target weight."""
         for t in self.targets:
             getattr(t.module, t.param).masked_fill_(~getattr(t.module, f"{t.param}_mask"), 0)
+
+    def public_state(self, sd, prefix: str = ""):
+        return sd
+
+    def internal_state(self, sd):
+        return sd
+
+    def public_keys(self) -> List[str]:
+        """state_dict keys this masker adds to the stock model's."""
+        return [t.mask_key for t in self.targets]
+
+    def invalidate(self) -> None:
+        """Masks were overwritten behind our back (load_state_dict)."""
+        self._report = None
 
     def remove_hooks(self) -> None:
         for h in self._hooks:

@@ -1,0 +1,191 @@
+"""S3-Router: binary masks learned through score tensors over frozen weights (no fairseq needed).
+
+Every target weight ``w`` gets a trainable score tensor ``s`` of its shape; the forward uses
+
+    w_eff = w * (m + |s| - sg(|s|)),    m = top-k of |s| (per tensor, or ranked globally)
+
+so ``w_eff`` equals ``w * m`` exactly, and the gradient reaching ``s`` is the straight-through
+estimate ``dL/dw_eff * w * sign(s)`` (Ramanujan et al.'s GetSubnet, as in the S3-Router code).
+``m`` is recomputed with a k-th value selection (never a full sort) by :meth:`ScoreMasker.refresh`,
+which the training loop calls after every optimizer step; as a safety net for plain PyTorch loops
+it is also recomputed lazily when a score tensor's version counter moved (``torch.optim`` bumps
+it; fairseq's optimizers write ``p.data`` and do not).
+
+``w_eff`` is a ``torch.nn.utils.parametrize`` property of the module, so code that reads
+``module.weight`` directly (fairseq ``MultiheadAttention`` -> ``F.multi_head_attention_forward``)
+sees the masked weight; forward pre-hooks would not run there.
+
+Public state_dict names (what :meth:`ScoreMasker.public_state` produces) are those of the stock
+model plus ``<param>_mask`` (bool) and ``<param>_scores``: ``X.weight`` is the frozen weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Dict, List, Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .magnitude import masks_from_scores, magnitude_masks
+from .masker import Target
+from .maskfile import check_compatible
+from .stats import sparsity_report
+
+SCORE_INITS = ("kaiming", "magnitude", "magnitude_scale", "ori")
+
+
+class ScoreMask(nn.Module):
+    """Parametrization ``w -> w * STE(mask(|scores|))`` with a cached binary mask."""
+
+    def __init__(self, weight: torch.Tensor, owner: "ScoreMasker"):
+        super().__init__()
+        self.scores = nn.Parameter(torch.zeros_like(weight, dtype=torch.float32))
+        self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool), persistent=True)
+        self._owner = [owner]  # a list: not registered as a submodule
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        self._owner[0].refresh_if_stale()
+        a = self.scores.abs()
+        return w * (self.mask.to(w.dtype) + (a - a.detach()).to(w.dtype))
+
+
+def init_scores(weights: Mapping[str, torch.Tensor], how: str, sparsity: float, scale: float = 1.0,
+                seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Initial scores (float32) for each weight.
+
+    * ``kaiming``: kaiming-uniform random scores (the S3-Router/edge-popup default),
+    * ``magnitude``: the per-tensor magnitude mask of ``w`` at ``sparsity`` as 0/1 scores (removed
+      entries sit at |s| = 0 where d|s|/ds = 0: they can never come back),
+    * ``magnitude_scale``: ``w / scale`` (S3-Router-P: scores from finetuned weights),
+    * ``ori``: kaiming-uniform values permuted so that ``|s|`` ranks equal ``|w|`` ranks: the
+      first mask is the per-tensor magnitude mask, yet scores keep a random-init scale.
+    """
+    if how not in SCORE_INITS:
+        raise ValueError(f"score init must be one of {SCORE_INITS}, got {how!r}")
+    if how == "magnitude_scale" and scale <= 0:
+        raise ValueError(f"score scale must be > 0, got {scale}")
+    gen = torch.Generator().manual_seed(int(seed))
+    out: Dict[str, torch.Tensor] = {}
+    if how == "magnitude":
+        masks = magnitude_masks(weights, sparsity, "tensor")
+        return {n: masks[n].float() for n in weights}
+    for n, w in weights.items():
+        w = w.detach().float().cpu()
+        if how == "magnitude_scale":
+            out[n] = w / scale
+            continue
+        fan_in = w.shape[1] if w.dim() > 1 else w.shape[0]
+        bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform_(a=sqrt(5)), as nn.Linear
+        r = (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
+        if how == "ori":
+            flat = torch.empty(r.numel())
+            flat[torch.argsort(w.abs().reshape(-1), stable=True)] = torch.sort(r.abs().reshape(-1)).values
+            sign = torch.where(torch.rand(w.shape, generator=gen) < 0.5, -1.0, 1.0)
+            r = flat.view(w.shape) * sign
+        out[n] = r
+    return out
+
+
+class ScoreMasker:
+    """Attaches :class:`ScoreMask` parametrizations to the targets and keeps their masks current."""
+
+    mode = "score"
+
+    def __init__(self, targets: List[Target], sparsity: float, ranking: str = "tensor"):
+        if not targets:
+            raise ValueError("the prune pattern matched no parameter of the model; check `pruning.pattern`")
+        self.targets = targets
+        self.sparsity = sparsity
+        self.ranking = ranking
+        self._versions: List[int] = []
+        self._report = None
+        for t in targets:
+            w = getattr(t.module, t.param)
+            parametrize.register_parametrization(t.module, t.param, ScoreMask(w.detach(), self), unsafe=True)
+
+    def _pm(self, t: Target) -> ScoreMask:
+        return t.module.parametrizations[t.param][0]
+
+    # -- views (same interface as ParamMasker) --------------------------------------------------
+    def names(self) -> List[str]:
+        return [t.name for t in self.targets]
+
+    def params(self) -> "OrderedDict[str, nn.Parameter]":
+        """The frozen (unmasked) weights."""
+        return OrderedDict((t.name, t.module.parametrizations[t.param].original) for t in self.targets)
+
+    def scores(self) -> "OrderedDict[str, nn.Parameter]":
+        return OrderedDict((t.name, self._pm(t).scores) for t in self.targets)
+
+    def masks(self) -> "OrderedDict[str, torch.Tensor]":
+        self.refresh_if_stale()
+        return OrderedDict((t.name, self._pm(t).mask) for t in self.targets)
+
+    def shapes(self) -> Dict[str, list]:
+        return {n: list(p.shape) for n, p in self.params().items()}
+
+    def report(self) -> Dict[str, float]:
+        masks = self.masks()  # refreshes first
+        if self._report is None:
+            self._report = sparsity_report(masks)
+        return self._report
+
+    def invalidate(self) -> None:
+        self._versions = []
+        self._report = None
+
+    # -- masks ------------------------------------------------------------------------------------
+    def _score_versions(self) -> List[int]:
+        return [self._pm(t).scores._version for t in self.targets]
+
+    def refresh_if_stale(self) -> None:
+        if self._score_versions() != self._versions:
+            self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute every mask as the top ``1 - sparsity`` of ``|scores|``."""
+        masks = masks_from_scores({n: s.abs() for n, s in self.scores().items()}, self.sparsity, self.ranking)
+        for t in self.targets:
+            self._pm(t).mask.copy_(masks[t.name])
+        self._versions = self._score_versions()
+        self._report = None
+
+    @torch.no_grad()
+    def set_scores(self, scores: Mapping[str, torch.Tensor]) -> None:
+        check_compatible(scores, self.shapes(), what="scores")
+        for n, s in self.scores().items():
+            s.copy_(scores[n])
+        self.refresh()
+
+    # -- state_dict naming -------------------------------------------------------------------------
+    def _key_map(self, prefix: str = "") -> Dict[str, str]:
+        """internal state_dict key -> public key."""
+        out = {}
+        for t in self.targets:
+            mod = prefix + t.key[: -len(t.param) - 1]
+            base = f"{mod}.parametrizations.{t.param}"
+            out[f"{base}.original"] = prefix + t.key
+            out[f"{base}.0.scores"] = prefix + t.key + "_scores"
+            out[f"{base}.0.mask"] = prefix + t.key + "_mask"
+        return out
+
+    def public_state(self, sd: "OrderedDict", prefix: str = "") -> "OrderedDict":
+        self.refresh_if_stale()
+        km = self._key_map(prefix)
+        return OrderedDict((km.get(k, k), v) for k, v in sd.items())
+
+    def internal_state(self, sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        inv = {v: k for k, v in self._key_map().items()}
+        return {inv.get(k, k): v for k, v in sd.items()}
+
+    def public_keys(self) -> List[str]:
+        """state_dict keys this masker adds to the stock model's."""
+        return [k for k in self._key_map().values() if k.endswith(("_mask", "_scores"))]
+
+    def freeze_all_but_scores(self) -> None:
+        for p in self.params().values():
+            p.requires_grad_(False)
