@@ -1,0 +1,120 @@
+"""``parp-fairseq-lm``: an n-gram KenLM (ARPA + binary) and a letter lexicon from corpus text.
+
+    bash scripts/build_kenlm.sh          # once: lmplz / build_binary from the PyPI kenlm sources
+    parp-fairseq-lm --text data/train.wrd --out-dir data/lm --order 3 --dict data/dict.ltr.txt
+
+Writes ``lm.arpa``, ``lm.bin`` and ``lexicon.txt`` (``word<TAB>w o r d |``) into ``--out-dir``,
+atomically; a rerun with the same inputs and options does nothing (``lm.json`` records them).
+Small corpora need ``--discount_fallback`` (always passed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+REPO_TOOLS = Path(__file__).resolve().parents[2] / "tools" / "kenlm" / "bin"
+
+
+def kenlm_bin(name: str) -> str:
+    """Path of a KenLM tool: $KENLM_BIN, then tools/kenlm/bin of the checkout, then PATH."""
+    for d in filter(None, [os.environ.get("KENLM_BIN"), str(REPO_TOOLS)]):
+        p = os.path.join(d, name)
+        if os.access(p, os.X_OK):
+            return p
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(f"KenLM's {name} not found (looked in $KENLM_BIN, {REPO_TOOLS}, PATH); "
+                            f"build it with `bash scripts/build_kenlm.sh`")
+
+
+def letter_lexicon(words, tgt_dict_path: Optional[str] = None) -> str:
+    """wav2letter lexicon text of ``words`` spelled in letters, ``|`` as word end."""
+    allowed = None
+    if tgt_dict_path:
+        allowed = {ln.split()[0] for ln in Path(tgt_dict_path).read_text().splitlines() if ln.strip()}
+    lines, skipped = [], []
+    for w in sorted(set(words)):
+        if allowed is not None and not set(w) <= allowed:
+            skipped.append(w)
+            continue
+        lines.append(f"{w}\t{' '.join(w)} |")
+    if skipped:
+        print(f"[lm] {len(skipped)} word(s) have letters outside the dictionary and were left out of "
+              f"the lexicon, e.g. {skipped[:5]}", file=sys.stderr)
+    return "\n".join(lines) + "\n"
+
+
+def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = None, prune: str = "") -> Path:
+    text_p = Path(text)
+    if not text_p.is_file():
+        raise FileNotFoundError(f"LM text {text!r} does not exist")
+    if order < 2:
+        raise ValueError(f"--order {order}: flashlight's KenLM rejects unigram models; use >= 2")
+    corpus = text_p.read_text(encoding="utf-8")
+    words = corpus.split()
+    if not words:
+        raise ValueError(f"LM text {text!r} is empty")
+    out = Path(out_dir)
+    key = {"text_sha1": hashlib.sha1(corpus.encode()).hexdigest(), "order": order, "prune": prune,
+           "dict": Path(dict_path).read_text() if dict_path else None}
+    meta = out / "lm.json"
+    if meta.exists() and all((out / f).exists() for f in ("lm.arpa", "lm.bin", "lexicon.txt")):
+        if json.loads(meta.read_text()) == key:
+            print(f"[lm] up to date: {out}")
+            return out
+    lmplz, build_binary = kenlm_bin("lmplz"), kenlm_bin("build_binary")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".lm-", dir=out.parent))
+    try:
+        cmd = [lmplz, "-o", str(order), "--discount_fallback", "-S", "20%", "-T", str(tmp)]
+        if prune:
+            cmd += ["--prune", *prune.split()]
+        print(f"[lm] {' '.join(cmd)} < {text}", flush=True)
+        with open(text_p, "rb") as fin, open(tmp / "lm.arpa", "wb") as fout:
+            r = subprocess.run(cmd, stdin=fin, stdout=fout, stderr=subprocess.PIPE)
+        if r.returncode != 0:
+            raise RuntimeError(f"lmplz failed: {r.stderr.decode()[-1500:]}")
+        r = subprocess.run([build_binary, str(tmp / "lm.arpa"), str(tmp / "lm.bin")], capture_output=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"build_binary failed: {r.stderr.decode()[-1500:]}")
+        (tmp / "lexicon.txt").write_text(letter_lexicon(words, dict_path))
+        (tmp / "lm.json").write_text(json.dumps(key))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"[lm] wrote {out}/lm.arpa, lm.bin, lexicon.txt ({len(set(words))} words, order {order})")
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="parp-fairseq-lm", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--text", required=True, help="one sentence per line (e.g. train.wrd)")
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--order", type=int, default=3)
+    ap.add_argument("--dict", help="dict.ltr.txt: only words spellable in it enter the lexicon")
+    ap.add_argument("--prune", default="", help="lmplz --prune thresholds, e.g. '0 0 1'")
+    args = ap.parse_args(argv)
+    try:
+        build(args.text, args.out_dir, args.order, args.dict, args.prune)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"parp-fairseq-lm: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
