@@ -28,7 +28,7 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "[kenlm] fetching the kenlm source package from PyPI"
-"$PY" -m pip download -q --no-deps --no-binary :all: -d "$work" kenlm
+"$PY" -m pip download -q --no-deps --no-binary kenlm --no-build-isolation -d "$work" kenlm
 tar -xzf "$work"/kenlm-*.tar.gz -C "$work"
 src=$(find "$work" -maxdepth 1 -type d -name 'kenlm-*' | head -1)
 echo "[kenlm] building lmplz and build_binary (~1 min)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install parp_fairseq with its pinned stack (CPU torch 2.13.0). Idempotent.
+# Create .venv, install parp_fairseq with its pinned stack (CPU torch 2.13.0) and build KenLM's
+# lmplz/build_binary into tools/kenlm. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,6 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "[setup] installing parp_fairseq and its pinned dependencies (first time ~1 min)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# KenLM's lmplz / build_binary for the LM builder and decoding tests (apt boost + cmake, ~1-2 min once)
+bash scripts/build_kenlm.sh
 .venv/bin/python - <<'PY'
 import fairseq, torch
 import parp_fairseq

@@ -76,8 +76,12 @@ def emissions_of(model, task, split: str, batch_size: int, device) -> List[Dict]
     d = task.target_dictionary
     out = []
     t0 = time.perf_counter()
-    for i in range(0, len(ds), batch_size):
-        s = ds.collater([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
+    # fairseq's own batching (length-sorted, as fairseq-generate with --batch-size): padding changes
+    # wav2vec 2.0 outputs (group norm over time), so identical batches give identical hypotheses
+    itr = task.get_batch_iterator(dataset=ds, max_tokens=None, max_sentences=batch_size,
+                                  max_positions=(sys.maxsize, sys.maxsize), required_batch_size_multiple=8,
+                                  seed=1, num_shards=1, shard_id=0, num_workers=0).next_epoch_itr(shuffle=False)
+    for s in itr:
         net_input = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in s["net_input"].items()}
         net_out = model(**net_input)
         lp = model.get_normalized_probs(net_out, log_probs=True).transpose(0, 1).float().cpu()  # B x T x V

@@ -1,6 +1,5 @@
 """``parp_ctc``: fairseq's CTC criterion that also logs the model's sparsity."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 

@@ -68,6 +68,20 @@ def load_lexicon(path: str, tgt_dict) -> "OrderedDict[str, List[List[str]]]":
     return lex
 
 
+def _word_dict(lexicon):
+    """flashlight word dictionary of the lexicon's words plus ``<unk>`` (its default index);
+    flashlight's own ``create_word_dict`` fails when the lexicon has no ``<unk>`` entry."""
+    from flashlight.lib.text.dictionary import Dictionary as FlDictionary
+
+    wd = FlDictionary()
+    for w in lexicon:
+        wd.add_entry(w)
+    if not wd.contains("<unk>"):
+        wd.add_entry("<unk>")
+    wd.set_default_index(wd.get_index("<unk>"))
+    return wd
+
+
 class ViterbiDecoder:
     """Greedy CTC: argmax per frame, collapse repeats, drop blanks."""
 
@@ -96,7 +110,6 @@ class FlashlightDecoder:
                  sil_weight: float = 0.0, nbest: int = 1):
         from flashlight.lib.text.decoder import (CriterionType, KenLM, LexiconDecoder, LexiconDecoderOptions,
                                                  LexiconFreeDecoder, LexiconFreeDecoderOptions, SmearingMode, Trie)
-        from flashlight.lib.text.dictionary import create_word_dict
 
         if not kenlm_model or not os.path.isfile(kenlm_model):
             raise FileNotFoundError(f"KenLM model {kenlm_model!r} does not exist; build one with "
@@ -111,7 +124,7 @@ class FlashlightDecoder:
         try:
             if lexicon is not None:
                 self.lexicon = load_lexicon(lexicon, tgt_dict)
-                self.word_dict = create_word_dict(self.lexicon)
+                self.word_dict = _word_dict(self.lexicon)
                 unk = self.word_dict.get_index("<unk>")
                 self.lm = KenLM(kenlm_model, self.word_dict)
                 trie = Trie(len(tgt_dict), self.silence)
@@ -128,7 +141,7 @@ class FlashlightDecoder:
                 self.trie = trie  # the decoder keeps a reference; keep the object alive too
                 self.decoder = LexiconDecoder(opts, trie, self.lm, self.silence, self.blank, unk, [], False)
             else:
-                self.word_dict = create_word_dict({w: [[w]] for w in tgt_dict.symbols})
+                self.word_dict = _word_dict({w: [[w]] for w in tgt_dict.symbols})
                 self.lm = KenLM(kenlm_model, self.word_dict)
                 opts = LexiconFreeDecoderOptions(beam_size=beam, beam_size_token=bst, beam_threshold=beam_threshold,
                                                  lm_weight=lm_weight, sil_score=sil_weight, log_add=False,

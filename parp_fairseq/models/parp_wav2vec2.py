@@ -15,7 +15,6 @@ this module only wires them to fairseq's hooks:
 * ``load_state_dict``: dense (stock) checkpoints load into a masked model keeping its masks.
 """
 
-from __future__ import annotations
 
 import logging
 import os

@@ -6,10 +6,13 @@ Hooks only, no trainer fork: ``optimizer_step`` (fixed masks stay exact, PARP re
 (the sparsity report is written into every checkpoint under ``extra_state.task_state``).
 """
 
-from __future__ import annotations
 
+import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.dataclass import ChoiceEnum
 
 from fairseq.tasks import register_task
 from fairseq.tasks.audio_finetuning import AudioFinetuningConfig, AudioFinetuningTask
@@ -17,7 +20,18 @@ from fairseq.tasks.audio_finetuning import AudioFinetuningConfig, AudioFinetunin
 
 @dataclass
 class ParpAudioFinetuningConfig(AudioFinetuningConfig):
-    pass
+    # CTC decoding for fairseq-generate (see parp-fairseq-decode for the full decode command)
+    ctc_decoder: ChoiceEnum(["viterbi", "kenlm"]) = field(  # type: ignore[valid-type]
+        default="viterbi", metadata={"help": "fairseq-generate: viterbi or kenlm (flashlight-text beam search)"}
+    )
+    ctc_kenlm_model: Optional[str] = field(default=None, metadata={"help": "KenLM ARPA/binary for ctc_decoder=kenlm"})
+    ctc_lexicon: Optional[str] = field(default=None, metadata={"help": "lexicon; none = lexicon-free"})
+    ctc_beam: int = field(default=50, metadata={"help": "beam size"})
+    ctc_beam_threshold: float = field(default=25.0, metadata={"help": "beam threshold"})
+    ctc_lm_weight: float = field(default=2.0, metadata={"help": "LM weight"})
+    ctc_word_score: float = field(default=-1.0, metadata={"help": "word insertion score"})
+    ctc_sil_weight: float = field(default=0.0, metadata={"help": "silence weight"})
+    ctc_unk_weight: float = field(default=-math.inf, metadata={"help": "unknown word weight"})
 
 
 def _pruned(model):
@@ -44,6 +58,22 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
         if _pruned(model) is not None:
             self._model_ref = weakref.ref(model)
         return model
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                        prefix_allowed_tokens_fn=None):
+        """CTC decoding for ``fairseq-generate`` (Viterbi, or KenLM beam search via flashlight-text)."""
+        from ..decoding.decoders import FlashlightDecoder, ViterbiDecoder
+        from ..decoding.generator import CtcGenerator
+
+        c, d = self.cfg, self.target_dictionary
+        if c.ctc_decoder == "kenlm":
+            dec = FlashlightDecoder(d, c.ctc_kenlm_model, c.ctc_lexicon, beam=c.ctc_beam,
+                                    beam_threshold=c.ctc_beam_threshold, lm_weight=c.ctc_lm_weight,
+                                    word_score=c.ctc_word_score, unk_weight=c.ctc_unk_weight,
+                                    sil_weight=c.ctc_sil_weight, nbest=max(1, getattr(args, "nbest", 1)))
+        else:
+            dec = ViterbiDecoder(d)
+        return CtcGenerator(d, dec)
 
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)

@@ -1,0 +1,165 @@
+"""Decoding: Viterbi and KenLM lexicon beam search (flashlight-text), fairseq-generate, WER/PER."""
+
+import re
+import subprocess
+
+import pytest
+import torch
+from fairseq.data import Dictionary
+
+from conftest import hydra_train
+from parp_fairseq.cli import decode as decode_cli
+from parp_fairseq.decoding.decoders import FlashlightDecoder, ViterbiDecoder, load_lexicon
+from parp_fairseq.decoding.lm import build as build_lm
+from parp_fairseq.decoding.viterbi import ctc_greedy, edit_counts, error_rate
+
+
+def _levenshtein(a, b):  # independent oracle
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def test_error_rates_of_known_strings():
+    refs = [["the", "cat", "sat"], ["on", "the", "mat"], ["a"]]
+    hyps = [["the", "bat", "sat", "down"], ["on", "mat"], []]
+    errs, n = edit_counts(hyps, refs)
+    assert (errs, n) == (2 + 1 + 1, 7)
+    assert errs == sum(_levenshtein(h, r) for h, r in zip(hyps, refs))
+    assert error_rate(hyps, refs) == pytest.approx(100 * 4 / 7)
+    # PER over phone sequences
+    assert error_rate([["p", "a", "t"]], [["b", "a", "t", "a"]]) == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="empty"):
+        error_rate([["x"]], [[]])
+
+
+def _dict(symbols):
+    d = Dictionary()
+    for s in symbols:
+        d.add_symbol(s)
+    return d
+
+
+def test_viterbi_collapses_repeats_and_blanks():
+    d = _dict(["|", "a", "b", "d"])
+    blank = d.bos()
+    seq = [blank, d.index("b"), d.index("b"), blank, d.index("a"), d.index("a"), d.index("d"),
+           d.index("|"), blank, d.index("a"), blank, d.index("a"), d.index("|")]
+    em = torch.full((1, len(seq), len(d)), -10.0)
+    for t, k in enumerate(seq):
+        em[0, t, k] = 0.0
+    hyp = ViterbiDecoder(d).decode(em)[0][0]
+    assert [d[int(t)] for t in hyp["tokens"]] == ["b", "a", "d", "|", "a", "a", "|"]
+    assert hyp["words"] == ["bad", "aa"]
+    with pytest.raises(ValueError, match="B x T x V"):
+        ctc_greedy(em[0])
+
+
+def test_lexicon_errors(tmp_path):
+    d = _dict(["|", "a", "b", "d"])
+    with pytest.raises(FileNotFoundError, match="lexicon"):
+        load_lexicon(str(tmp_path / "missing.txt"), d)
+    (tmp_path / "lex.txt").write_text("bad\tb a d |\nzap\tz a p |\n")
+    with pytest.raises(ValueError, match="missing from the model's dictionary.*'zap'"):
+        load_lexicon(str(tmp_path / "lex.txt"), d)
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, pretrained, tmp_path_factory):
+    """A tiny model finetuned long enough to half-learn the tone letters, pruned with PARP."""
+    d = tmp_path_factory.mktemp("trained")
+    hydra_train("configs/finetune", "tiny", d, f"task.data={corpus}", f"model.w2v_path={pretrained}",
+                "pruning=parp", "model.pruning.sparsity=0.3", "model.pruning.reprune_interval=50",
+                "optimization.max_update=400", "optimization.lr=[0.002]", "dataset.validate_interval_updates=200",
+                "checkpoint.save_interval_updates=200")
+    return d / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="module")
+def lm(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lm") / "lm"
+    build_lm(str(corpus / "train.wrd"), str(out), order=2, dict_path=str(corpus / "dict.ltr.txt"))
+    return out
+
+
+def test_lm_builder_outputs_and_cache(lm, corpus, capsys):
+    assert (lm / "lm.arpa").read_text().startswith("\n\\data\\") or "\\data\\" in (lm / "lm.arpa").read_text()
+    assert (lm / "lm.bin").stat().st_size > 0
+    lex = (lm / "lexicon.txt").read_text().splitlines()
+    assert "bad\tb a d |" in lex
+    build_lm(str(corpus / "train.wrd"), str(lm), order=2, dict_path=str(corpus / "dict.ltr.txt"))
+    assert "up to date" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unigram"):
+        build_lm(str(corpus / "train.wrd"), str(lm.parent / "x"), order=1)
+
+
+def _decode(tmp_path, name, *args):
+    out = tmp_path / name
+    assert decode_cli.main([*args, "--results-dir", str(out)]) == 0
+    summary = (out / "summary.tsv").read_text().splitlines()
+    return out, summary
+
+
+def _best_wer(summary):
+    return min(float(line.split("\t")[3]) for line in summary[1:])
+
+
+def test_kenlm_lexicon_beam_search_beats_viterbi(trained, corpus, lm, tmp_path):
+    common = ["--checkpoint", str(trained), "--data", str(corpus), "--split", "test"]
+    _, vit = _decode(tmp_path, "vit", *common)
+    out, kl = _decode(tmp_path, "kenlm", *common, "--decoder", "kenlm", "--lm", str(lm / "lm.bin"),
+                      "--lexicon", str(lm / "lexicon.txt"), "--beam", "50", "--lm-weight", "0.5", "2",
+                      "--word-score", "-1", "1")
+    assert len(kl) == 1 + 4  # header + the 2 x 2 sweep
+    v, k = _best_wer(vit), _best_wer(kl)
+    print(f"test WER viterbi {v:.1f} -> kenlm {k:.1f}")
+    assert v > 0 and k < v, (v, k)
+    vocab = {ln.split("\t")[0] for ln in (lm / "lexicon.txt").read_text().splitlines()}
+    for line in (out / "hypo.word").read_text().splitlines():  # lexicon decoding: only real words
+        assert set(line.rsplit(" (None-", 1)[0].split()) <= vocab
+
+
+def test_fairseq_generate_on_pruned_checkpoint_matches_decode(trained, corpus, tmp_path):
+    import parp_fairseq
+
+    _, vit = _decode(tmp_path, "vit", "--checkpoint", str(trained), "--data", str(corpus), "--split", "test")
+    r = subprocess.run(["fairseq-generate", str(corpus), "--user-dir", parp_fairseq.USER_DIR,
+                        "--task", "parp_audio_finetuning", "--labels", "ltr", "--path", str(trained),
+                        "--gen-subset", "test", "--scoring", "wer", "--post-process", "letter",
+                        "--batch-size", "8", "--cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = re.search(r"WER: ([0-9.]+)", r.stdout + r.stderr)
+    assert m, (r.stdout + r.stderr)[-2000:]
+    assert float(m.group(1)) == pytest.approx(float(vit[1].split("\t")[3]), abs=0.01)
+    assert "H-0\t" in r.stdout
+
+
+def test_exported_checkpoint_decodes_identically(trained, corpus, tmp_path):
+    stock = tmp_path / "stock.pt"
+    assert subprocess.run(["parp-fairseq-export", str(trained), str(stock)]).returncode == 0
+    a, _ = _decode(tmp_path, "masked", "--checkpoint", str(trained), "--data", str(corpus), "--split", "test")
+    b, _ = _decode(tmp_path, "stock", "--checkpoint", str(stock), "--data", str(corpus), "--split", "test")
+    assert (a / "hypo.units").read_text() == (b / "hypo.units").read_text()
+
+
+def test_decode_bad_input(trained, corpus, lm, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in ("test.tsv", "test.ltr", "test.wrd"):
+        (other / f).write_text((corpus / f).read_text())
+    (other / "dict.ltr.txt").write_text("x 1\ny 1\n")
+    base = ["--checkpoint", str(trained), "--split", "test", "--results-dir", str(tmp_path / "o")]
+    assert decode_cli.main([*base, "--data", str(other)]) == 2
+    assert "dictionary mismatch" in capsys.readouterr().err
+    assert decode_cli.main([*base, "--data", str(corpus), "--decoder", "kenlm"]) == 2
+    assert "needs --lm" in capsys.readouterr().err
+    assert decode_cli.main([*base, "--data", str(corpus), "--decoder", "kenlm", "--lm", str(tmp_path / "no.bin"),
+                            "--lexicon", str(lm / "lexicon.txt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert decode_cli.main([*base, "--data", str(corpus), "--split", "nosuch"]) == 2
+    assert "no manifest" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
