@@ -59,24 +59,43 @@ def group_names(names: Iterable[str], ranking: str) -> "OrderedDict[str, List[st
     return groups
 
 
+def kth_smallest(flat: torch.Tensor, k: int, sample: int = 1 << 20, delta: float = 0.002) -> torch.Tensor:
+    """The ``k``-th smallest value (1-based) of a 1-D tensor, exactly, without sorting it.
+
+    A quantile of a fixed-seed random sample brackets the answer; only the few entries inside the
+    bracket go through ``kthvalue``. Falls back to a full ``kthvalue`` when the bracket misses.
+    """
+    n = flat.numel()
+    if n <= 4 * sample:
+        return torch.kthvalue(flat, k).values
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    probe = flat[torch.randint(0, n, (sample,), generator=gen).to(flat.device)].float()
+    q = k / n
+    lo = probe.kthvalue(max(1, int((q - delta) * sample))).values
+    hi = probe.kthvalue(min(sample, int((q + delta) * sample) + 1)).values
+    below = int(torch.count_nonzero(flat < lo))
+    inside = flat[(flat >= lo) & (flat <= hi)]
+    if below < k <= below + inside.numel():
+        return torch.kthvalue(inside, k - below).values
+    return torch.kthvalue(flat, k).values
+
+
 def _smallest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean keep-mask over a 1-D ``scores`` that removes exactly the ``k`` smallest.
 
     Uses a k-th value selection (no full sort); ties at the threshold are removed in index order.
     """
     n = scores.numel()
-    keep = torch.ones(n, dtype=torch.bool, device=scores.device)
     if k <= 0:
-        return keep
+        return torch.ones(n, dtype=torch.bool, device=scores.device)
     if k >= n:
-        return torch.zeros_like(keep)
-    thr = torch.kthvalue(scores, k).values
-    below = scores < thr
-    keep &= ~below
-    need = k - int(below.sum())
-    if need > 0:
-        tie_idx = torch.nonzero(scores == thr, as_tuple=False).flatten()[:need]
-        keep[tie_idx] = False
+        return torch.zeros(n, dtype=torch.bool, device=scores.device)
+    thr = kth_smallest(scores, k)
+    keep = scores > thr
+    need = k - (n - int(torch.count_nonzero(keep)))  # entries equal to thr that must stay (negative: remove more)
+    if need < 0:  # more ties at thr than removals left: keep the last -need of them
+        tie_idx = torch.nonzero(scores == thr, as_tuple=False).flatten()
+        keep[tie_idx[need:]] = True
     return keep
 
 
@@ -85,6 +104,7 @@ def masks_from_scores(
     sparsity: float,
     ranking: str = "global",
     keep: Optional[Mapping[str, torch.Tensor]] = None,
+    absolute: bool = False,
 ) -> Masks:
     """Keep-masks that remove the lowest-scoring ``sparsity`` fraction of each ranking group.
 
@@ -95,6 +115,7 @@ def masks_from_scores(
             ``prune.global_unstructured``), ``"layer"`` (per transformer layer) or ``"tensor"``.
         keep: optional current masks; entries already removed stay removed (IMP). ``sparsity``
             still counts over ALL entries, so it must be at least the current sparsity.
+        absolute: rank ``|score|`` instead of ``score`` (no extra copy of the tensors).
 
     Returns:
         name -> ``torch.bool`` keep-mask of the same shape as its score tensor.
@@ -105,9 +126,11 @@ def masks_from_scores(
     out: Masks = {}
     for gname, names in group_names(scores.keys(), ranking).items():
         flat = torch.cat([scores[n].detach().reshape(-1).float() for n in names])
+        if absolute:
+            flat.abs_()
         if keep is not None:
             kflat = torch.cat([keep[n].reshape(-1).to(flat.device, torch.bool) for n in names])
-            already = int((~kflat).sum())
+            already = kflat.numel() - int(torch.count_nonzero(kflat))
             k = num_to_prune(sparsity, flat.numel())
             if k < already:
                 raise ValueError(
@@ -132,7 +155,7 @@ def magnitude_masks(
     keep: Optional[Mapping[str, torch.Tensor]] = None,
 ) -> Masks:
     """Magnitude pruning (OMP / MPI / IMP / PARP re-prune): remove the smallest ``|w|``."""
-    return masks_from_scores({n: w.detach().abs() for n, w in weights.items()}, sparsity, ranking, keep)
+    return masks_from_scores(weights, sparsity, ranking, keep, absolute=True)
 
 
 def random_masks(

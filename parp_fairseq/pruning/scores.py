@@ -2,10 +2,10 @@
 
 Every target weight ``w`` gets a trainable score tensor ``s`` of its shape; the forward uses
 
-    w_eff = w * (m + |s| - sg(|s|)),    m = top-k of |s| (per tensor, or ranked globally)
+    w_eff = w * m,    m = top-k of |s| (per tensor, or ranked globally)
 
-so ``w_eff`` equals ``w * m`` exactly, and the gradient reaching ``s`` is the straight-through
-estimate ``dL/dw_eff * w * sign(s)`` (Ramanujan et al.'s GetSubnet, as in the S3-Router code).
+and the gradient reaching ``s`` is the straight-through estimate ``dL/dw_eff * w * sign(s)``
+(Ramanujan et al.'s GetSubnet applied to ``|s|``, as in the S3-Router code).
 ``m`` is recomputed with a k-th value selection (never a full sort) by :meth:`ScoreMasker.refresh`,
 which the training loop calls after every optimizer step; as a safety net for plain PyTorch loops
 it is also recomputed lazily when a score tensor's version counter moved (``torch.optim`` bumps
@@ -37,6 +37,24 @@ from .stats import sparsity_report
 SCORE_INITS = ("kaiming", "magnitude", "magnitude_scale", "ori")
 
 
+class _MaskedWeightSTE(torch.autograd.Function):
+    """``w * m`` forward; backward: ``dL/dw = g * m``, ``dL/ds = g * w * sign(s)`` (straight-through
+    through the top-k and ``d|s|/ds = sign(s)``). One fused op instead of autograd over
+    ``w * (m + |s| - sg(|s|))``, which allocates five full-size temporaries."""
+
+    @staticmethod
+    def forward(ctx, w, scores, fmask):
+        ctx.save_for_backward(w, scores, fmask)
+        return w * fmask
+
+    @staticmethod
+    def backward(ctx, g):
+        w, scores, fmask = ctx.saved_tensors
+        gw = g * fmask if ctx.needs_input_grad[0] else None
+        gs = (g * w).mul_(scores.sign()).to(scores.dtype) if ctx.needs_input_grad[1] else None
+        return gw, gs, None
+
+
 class ScoreMask(nn.Module):
     """Parametrization ``w -> w * STE(mask(|scores|))`` with a cached binary mask."""
 
@@ -45,11 +63,17 @@ class ScoreMask(nn.Module):
         self.scores = nn.Parameter(torch.zeros_like(weight, dtype=torch.float32))
         self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool), persistent=True)
         self._owner = [owner]  # a list: not registered as a submodule
+        self._fmask = None
+
+    def float_mask(self, like: torch.Tensor) -> torch.Tensor:
+        f = self._fmask
+        if f is None or f.dtype != like.dtype or f.device != like.device:
+            f = self._fmask = self.mask.to(device=like.device, dtype=like.dtype)
+        return f
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         self._owner[0].refresh_if_stale()
-        a = self.scores.abs()
-        return w * (self.mask.to(w.dtype) + (a - a.detach()).to(w.dtype))
+        return _MaskedWeightSTE.apply(w, self.scores, self.float_mask(w))
 
 
 def init_scores(weights: Mapping[str, torch.Tensor], how: str, sparsity: float, scale: float = 1.0,
@@ -136,6 +160,8 @@ class ScoreMasker:
     def invalidate(self) -> None:
         self._versions = []
         self._report = None
+        for t in self.targets:
+            self._pm(t)._fmask = None
 
     # -- masks ------------------------------------------------------------------------------------
     def _score_versions(self) -> List[int]:
@@ -150,7 +176,9 @@ class ScoreMasker:
         """Recompute every mask as the top ``1 - sparsity`` of ``|scores|``."""
         masks = masks_from_scores({n: s.abs() for n, s in self.scores().items()}, self.sparsity, self.ranking)
         for t in self.targets:
-            self._pm(t).mask.copy_(masks[t.name])
+            pm = self._pm(t)
+            pm.mask.copy_(masks[t.name])
+            pm._fmask = None
         self._versions = self._score_versions()
         self._report = None
 

@@ -12,7 +12,7 @@ from .magnitude import layer_of
 
 def zeros_and_total(masks: Mapping[str, torch.Tensor]) -> "OrderedDict[str, tuple]":
     """name -> (number removed, number of entries) of boolean keep-masks."""
-    return OrderedDict((n, (int((~m).sum()), m.numel())) for n, m in masks.items())
+    return OrderedDict((n, (m.numel() - int(torch.count_nonzero(m)), m.numel())) for n, m in masks.items())
 
 
 def sparsity_report(masks: Mapping[str, torch.Tensor]) -> Dict[str, float]:
