@@ -42,6 +42,7 @@ from omegaconf import OmegaConf, open_dict  # noqa: E402
 
 from parp_fairseq.models.parp_wav2vec2 import ParpWav2Vec2CtcConfig, PruningConfig  # noqa: E402
 from parp_fairseq.pruning import magnitude_masks  # noqa: E402
+from parp_fairseq.reporting import update_markdown_section  # noqa: E402
 from parp_fairseq.tasks.parp_audio_finetuning import ParpAudioFinetuningConfig  # noqa: E402
 
 SIZES = {
@@ -173,17 +174,9 @@ def main() -> int:
     lines += [f"| {s} | {n/1e6:.2f}M | {sec:.3f} |" for s, n, sec in reprunes]
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(args.out)
-    marker_begin, marker_end = "<!-- bench_train_step begin -->", "<!-- bench_train_step end -->"
-    old = out.read_text() if out.exists() else "# Benchmarks\n\nEvery figure comes from the command shown with it.\n"
-    block = f"{marker_begin}\n{text}{marker_end}"
-    if marker_begin in old:
-        pre, rest = old.split(marker_begin, 1)
-        new = pre + block + rest.split(marker_end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    out.write_text(new)
-    print(f"[bench] wrote {out}")
+    update_markdown_section(args.out, "bench_train_step", text,
+                            title="# Benchmarks\n\nEvery figure comes from the command shown with it.\n")
+    print(f"[bench] wrote {args.out}")
     return 0
 
 

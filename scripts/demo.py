@@ -12,7 +12,6 @@ test speakers, and a results table is written (TSV + markdown). Finished steps a
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -25,10 +24,10 @@ sys.path.insert(0, str(REPO))
 
 import parp_fairseq  # noqa: E402
 from parp_fairseq._compat import console_script  # noqa: E402
+from parp_fairseq.cli import decode as decode_cli  # noqa: E402
 from parp_fairseq.cli import export as export_cli  # noqa: E402
 from parp_fairseq.cli import mask as mask_cli  # noqa: E402
 from parp_fairseq.data.tones import make_tone_corpus  # noqa: E402
-from parp_fairseq.decoding.viterbi import ctc_greedy, error_rate  # noqa: E402
 
 
 def step(msg: str) -> None:
@@ -54,25 +53,15 @@ def train(config_dir: str, name: str, save_dir: Path, *overrides: str) -> Path:
     return ckpt
 
 
-@torch.no_grad()
-def evaluate(ckpt: Path, data: Path, split: str = "test") -> dict:
-    from fairseq import checkpoint_utils
-
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides={"data": str(data)})
-    model = models[0].eval()
-    task.load_dataset(split)
-    ds, d = task.datasets[split], task.target_dictionary
-    hyps, refs = [], []
-    for i in range(0, len(ds), 8):
-        s = ds.collater([ds[j] for j in range(i, min(i + 8, len(ds)))])
-        em = model.get_logits(model(**s["net_input"])).transpose(0, 1)  # B x T x V
-        for h, t in zip(ctc_greedy(em, blank=d.bos()), s["target"]):
-            hyps.append(d.string(torch.tensor(h, dtype=torch.long)).replace(" ", "").replace("|", " ").split())
-            refs.append(d.string(t[t != d.pad()]).replace(" ", "").replace("|", " ").split())
-    chars = lambda ws: list(" ".join(ws))  # noqa: E731
-    stats = getattr(model, "sparsity_stats", dict)()
-    return {"wer": error_rate(hyps, refs), "cer": error_rate([chars(h) for h in hyps], [chars(r) for r in refs]),
-            "sparsity": stats.get("global", 0.0), "example": (" ".join(refs[0]), " ".join(hyps[0]))}
+def evaluate(ckpt: Path, data: Path, out: Path, split: str = "test") -> dict:
+    """Viterbi decoding with parp-fairseq-decode; returns its summary row."""
+    if decode_cli.main(["--checkpoint", str(ckpt), "--data", str(data), "--split", split,
+                        "--results-dir", str(out)]) != 0:
+        raise SystemExit(f"decoding {ckpt} failed")
+    hdr, row = [ln.split("\t") for ln in (out / "summary.tsv").read_text().splitlines()[:2]]
+    r = dict(zip(hdr, row))
+    ref, hyp = (out / "ref.word").read_text().splitlines()[0], (out / "hypo.word").read_text().splitlines()[0]
+    return {"wer": float(r["WER"]), "cer": float(r["CER"]), "example": (ref, hyp)}
 
 
 def main() -> int:
@@ -111,12 +100,14 @@ def main() -> int:
                  f"model.pruning.sparsity={args.sparsity}", "model.pruning.reprune_interval=20")
     export_cli.main([str(parp), str(work / "parp_stock.pt")])
 
-    step("6/6 greedy CTC decoding of the test speakers")
+    step("6/6 Viterbi decoding of the test speakers (parp-fairseq-decode)")
     rows = []
     for name, ck in [("dense", dense), ("omp", omp), ("mpi", mpi), ("parp", parp)]:
-        r = evaluate(ck, data)
-        rows.append((name, args.sparsity if name != "dense" else 0.0, r["sparsity"], r["wer"], r["cer"], str(ck)))
-        print(f"  {name:6s} ref: {r['example'][0]!r}  hyp: {r['example'][1]!r}")
+        r = evaluate(ck, data, work / "decode" / name)
+        state = torch.load(ck, map_location="cpu", weights_only=True)
+        actual = state["task_state"].get("parp_pruning", {}).get("sparsity", {}).get("global", 0.0)
+        rows.append((name, args.sparsity if name != "dense" else 0.0, actual, r["wer"], r["cer"], str(ck)))
+        print(f"  {name:6s} {r['example'][0]}  ->  {r['example'][1]}")
     header = ("method", "target_sparsity", "actual_sparsity", "test_WER", "test_CER", "checkpoint")
     with open(work / "results.tsv", "w") as f:
         f.write("\t".join(header) + "\n")
