@@ -55,3 +55,21 @@ def finetuned(corpus, pretrained, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("ft_dense")
     hydra_train("configs/finetune", "tiny", d, f"task.data={corpus}", f"model.w2v_path={pretrained}")
     return d / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
+def task(corpus):
+    """An in-process ``parp_audio_finetuning`` task on the corpus (train and valid loaded)."""
+    from helpers import make_task
+
+    t = make_task(corpus)
+    t.load_dataset("valid")
+    t.load_dataset("train")
+    return t
+
+
+@pytest.fixture(scope="session")
+def sample(task):
+    from helpers import batch
+
+    return batch(task, "valid", 4)

@@ -53,3 +53,16 @@ def logits(model, sample) -> torch.Tensor:
 
 def masked_tensors(model) -> Tuple[dict, dict]:
     return dict(model.masker.params()), dict(model.masker.masks())
+
+
+def train_step(model, task, sample, opt, update_num) -> None:
+    """One real training step: fairseq CTC criterion forward/backward, then the task's
+    ``optimizer_step`` hook (where masks are kept exact / PARP re-prunes / scores refresh)."""
+    from fairseq.criterions.ctc import CtcCriterion, CtcCriterionConfig
+
+    crit = CtcCriterion(CtcCriterionConfig(zero_infinity=True, sentence_avg=True), task)
+    model.train()
+    opt.zero_grad()
+    loss, _, _ = crit(model, sample)
+    loss.backward()
+    task.optimizer_step(opt, model, update_num)

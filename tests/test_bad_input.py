@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import torch
 
-from helpers import build_parp, make_task
+from helpers import build_parp
 from parp_fairseq.cli import export as export_cli
 from parp_fairseq.cli import mask as mask_cli
 from parp_fairseq.pruning import MaskFile, load_mask_file, save_mask_file
@@ -55,8 +55,7 @@ def test_mask_file_errors(finetuned, tmp_path):
         load_mask_file(tmp_path / "x.pt")
 
 
-def test_mask_of_another_architecture_is_refused(corpus, pretrained, tmp_path):
-    task = make_task(corpus)
+def test_mask_of_another_architecture_is_refused(task, pretrained, tmp_path):
     ref = build_parp(task, pretrained, method="mpi", sparsity=0.5)
     masks = dict(ref.masker.masks())
     name = "encoder.layers.0.fc1.weight"

@@ -6,33 +6,8 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from helpers import batch, build_parp, build_stock, logits, make_task
+from helpers import build_parp, build_stock, logits, train_step
 from parp_fairseq.pruning import magnitude_masks, sparsity_report
-
-
-@pytest.fixture(scope="module")
-def task(corpus):
-    t = make_task(corpus)
-    t.load_dataset("valid")
-    t.load_dataset("train")
-    return t
-
-
-@pytest.fixture(scope="module")
-def sample(task):
-    return batch(task, "valid", 4)
-
-
-def _step(model, task, sample, opt, update_num):
-    """One real training step: CTC criterion forward/backward, task.optimizer_step hook."""
-    from fairseq.criterions.ctc import CtcCriterion, CtcCriterionConfig
-
-    crit = CtcCriterion(CtcCriterionConfig(zero_infinity=True, sentence_avg=True), task)
-    model.train()
-    opt.zero_grad()
-    loss, _, _ = crit(model, sample)
-    loss.backward()
-    task.optimizer_step(opt, model, update_num)
 
 
 def _stock_copy(task, pretrained, parp):
@@ -115,7 +90,7 @@ def test_fixed_masks_survive_adam_with_weight_decay(task, pretrained, sample, me
     before = {n: p.detach().clone() for n, p in m.masker.params().items()}
     opt = torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=0.1)
     for u in range(3):
-        _step(m, task, sample, opt, u)
+        train_step(m, task, sample, opt, u)
     for n, p in m.masker.params().items():
         assert torch.equal(m.masker.masks()[n], masks[n])
         assert bool((p[~masks[n]] == 0).all()), f"{n}: pruned weight revived"
@@ -132,7 +107,7 @@ def test_parp_regrows_between_reprunes_and_reprunes_exactly(task, pretrained, sa
     m = build_parp(task, pretrained, method="parp", sparsity=0.5, reprune_interval=3)
     init = {n: x.clone() for n, x in m.masker.masks().items()}
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    _step(m, task, sample, opt, 0)  # update 1: pruned weights are trainable -> regrow
+    train_step(m, task, sample, opt, 0)  # update 1: pruned weights are trainable -> regrow
     zeros = sum(int((p == 0).sum()) for p in m.masker.params().values())
     total = sum(p.numel() for p in m.masker.params().values())
     assert zeros < 0.5 * total * 0.5, "PARP must leave pruned weights trainable"
@@ -144,14 +119,14 @@ def test_parp_regrows_between_reprunes_and_reprunes_exactly(task, pretrained, sa
         assert bool((sd[t.key][~sd[t.mask_key]] == 0).all())
     assert sparsity_report({t.name: sd[t.mask_key] for t in m.masker.targets})["global"] == 0.5
     assert all(torch.equal(live[n], p) for n, p in m.masker.params().items())
-    _step(m, task, sample, opt, 1)
-    _step(m, task, sample, opt, 2)  # update 3: re-prune
+    train_step(m, task, sample, opt, 1)
+    train_step(m, task, sample, opt, 2)  # update 3: re-prune
     zeros = sum(int((p == 0).sum()) for p in m.masker.params().values())
     assert zeros == round(0.5 * total)
     assert m.sparsity_stats()["global"] == 0.5
     assert any(not torch.equal(init[n], x) for n, x in m.masker.masks().items()), "mask never adjusted"
     # evaluation hook re-prunes an off-target model
-    _step(m, task, sample, opt, 3)
+    train_step(m, task, sample, opt, 3)
     task.begin_valid_epoch(1, m)
     assert sum(int((p == 0).sum()) for p in m.masker.params().values()) == round(0.5 * total)
 
@@ -163,7 +138,7 @@ def test_parp_progressive_ramp(task, pretrained, sample):
     opt = torch.optim.SGD(m.parameters(), lr=1e-3)
     seen = []
     for u in range(5):
-        _step(m, task, sample, opt, u)
+        train_step(m, task, sample, opt, u)
         seen.append(m.sparsity_stats()["global"])
     assert seen == sorted(seen) and seen[-1] == pytest.approx(0.8, abs=1e-4)
 
@@ -173,7 +148,7 @@ def test_roundtrip_train_save_reload_same_logits(task, pretrained, sample, tmp_p
     m = build_parp(task, pretrained, method="parp", sparsity=0.4, reprune_interval=2)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     for u in range(3):  # ends off-target (update 3)
-        _step(m, task, sample, opt, u)
+        train_step(m, task, sample, opt, u)
     torch.save(m.state_dict(), tmp_path / "m.pt")
     m.prepare_for_evaluation()
     ref = logits(m, sample)

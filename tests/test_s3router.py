@@ -3,32 +3,9 @@
 import pytest
 import torch
 
-from helpers import batch, build_parp, build_stock, logits, make_task
+from helpers import build_parp, build_stock, logits, train_step
 from parp_fairseq.pruning import magnitude_masks, num_to_prune
 from parp_fairseq.pruning.scores import init_scores
-
-
-@pytest.fixture(scope="module")
-def task(corpus):
-    t = make_task(corpus)
-    t.load_dataset("valid")
-    return t
-
-
-@pytest.fixture(scope="module")
-def sample(task):
-    return batch(task, "valid", 4)
-
-
-def _step(model, task, sample, opt, update_num):
-    from fairseq.criterions.ctc import CtcCriterion, CtcCriterionConfig
-
-    crit = CtcCriterion(CtcCriterionConfig(zero_infinity=True, sentence_avg=True), task)
-    model.train()
-    opt.zero_grad()
-    loss, _, _ = crit(model, sample)
-    loss.backward()
-    task.optimizer_step(opt, model, update_num)
 
 
 def _exact_per_tensor(model, sparsity):
@@ -96,7 +73,7 @@ def test_s3router_training_step_semantics(task, pretrained, sample):
         assert s.grad is not None and bool((s.grad != 0).any()), n
         assert bool((s.grad[~masks0[n]] != 0).any()), f"{n}: no STE gradient to removed entries"
     for _ in range(12):
-        _step(m, task, sample, opt, m.num_updates)
+        train_step(m, task, sample, opt, m.num_updates)
         _exact_per_tensor(m, 0.5)
     for n, p in m.masker.params().items():
         assert torch.equal(p, frozen[n]), f"{n}: frozen weight changed"
@@ -111,7 +88,7 @@ def test_s3router_state_dict_roundtrip_and_names(task, pretrained, sample, tmp_p
     m = build_parp(task, pretrained, method="s3router", sparsity=0.2, score_init="kaiming")
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
     for u in range(3):
-        _step(m, task, sample, opt, u)
+        train_step(m, task, sample, opt, u)
     sd = m.state_dict()
     stock_keys = set(build_stock(task, pretrained).state_dict())
     assert not any("parametrizations" in k for k in sd)

@@ -23,7 +23,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..checkpoints import DENSE_CTC, PRETRAINED, checkpoint_kind, load_checkpoint, model_name
-from ..pruning.maskfile import atomic_torch_save
+from ..fsutil import atomic_torch_save
 
 _STOCK = {"model": "wav2vec_ctc", "task": "audio_finetuning", "criterion": "ctc"}
 

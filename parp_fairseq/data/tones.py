@@ -18,14 +18,14 @@ Layout written to ``out_dir`` (what ``audio_pretraining`` / ``audio_finetuning``
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 import soundfile as sf
+
+from ..fsutil import atomic_dir
 
 SAMPLE_RATE = 16000
 LETTERS = "abcdefgh"
@@ -96,9 +96,7 @@ def make_tone_corpus(out_dir: str | os.PathLike, sizes: Dict[str, int] | None = 
             return out
         if any(out.iterdir()) and not overwrite:
             raise FileExistsError(f"{out} exists and is not a tone corpus; pick an empty directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tones-", dir=out.parent))
-    try:
+    with atomic_dir(out, prefix=".tones-") as tmp:
         counts: Counter = Counter()
         for s_idx, (split, n) in enumerate(sorted(sizes.items())):
             rng = np.random.default_rng([seed, s_idx])
@@ -124,14 +122,5 @@ def make_tone_corpus(out_dir: str | os.PathLike, sizes: Dict[str, int] | None = 
             "".join(f"{s} {c}\n" for s, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         )
         (tmp / "lexicon.txt").write_text("".join(f"{w}\t{' '.join(w)} |\n" for w in sorted(set(WORDS))))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
-
-def word_corpus(sentences: Sequence[str]) -> str:
-    return "\n".join(sentences) + "\n"

@@ -17,9 +17,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional
+
+from ..fsutil import atomic_dir
 
 REPO_TOOLS = Path(__file__).resolve().parents[2] / "tools" / "kenlm" / "bin"
 
@@ -73,9 +74,7 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
             print(f"[lm] up to date: {out}")
             return out
     lmplz, build_binary = kenlm_bin("lmplz"), kenlm_bin("build_binary")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".lm-", dir=out.parent))
-    try:
+    with atomic_dir(out, prefix=".lm-") as tmp:
         cmd = [lmplz, "-o", str(order), "--discount_fallback", "-S", "20%", "-T", str(tmp)]
         if prune:
             cmd += ["--prune", *prune.split()]
@@ -89,12 +88,6 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
             raise RuntimeError(f"build_binary failed: {r.stderr.decode()[-1500:]}")
         (tmp / "lexicon.txt").write_text(letter_lexicon(words, dict_path))
         (tmp / "lm.json").write_text(json.dumps(key))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"[lm] wrote {out}/lm.arpa, lm.bin, lexicon.txt ({len(set(words))} words, order {order})")
     return out
 

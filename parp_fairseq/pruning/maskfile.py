@@ -20,12 +20,12 @@ Files are written atomically (temporary file, then rename): a crash leaves nothi
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping
 
 import torch
 
+from ..fsutil import atomic_torch_save
 from .magnitude import Masks
 from .stats import sparsity_report
 
@@ -59,21 +59,6 @@ class MaskFile:
 
     def report(self) -> Dict[str, float]:
         return sparsity_report(self.masks)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=d)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_mask_file(path: str | os.PathLike, mf: MaskFile) -> None:
