@@ -163,3 +163,17 @@ def test_decode_bad_input(trained, corpus, lm, tmp_path, capsys):
     assert decode_cli.main([*base, "--data", str(corpus), "--split", "nosuch"]) == 2
     assert "no manifest" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_lexicon_free_decoding_with_a_letter_lm(trained, corpus, tmp_path):
+    """No lexicon: flashlight's LexiconFreeDecoder with a KenLM over the model's letters."""
+    letters = tmp_path / "letters.txt"
+    letters.write_text((corpus / "train.ltr").read_text())
+    lm = build_lm(str(letters), str(tmp_path / "ltr_lm"), order=4)
+    out, summary = _decode(tmp_path, "free", "--checkpoint", str(trained), "--data", str(corpus), "--split", "test",
+                           "--decoder", "kenlm", "--lm", str(lm / "lm.bin"), "--beam", "20", "--lm-weight", "0.5",
+                           "--word-score", "0")
+    row = summary[1].split("\t")
+    assert row[0] == "kenlm" and 0.0 <= float(row[4]) <= 100.0
+    hyps = (out / "hypo.units").read_text().splitlines()
+    assert len(hyps) == 16 and any(h.split(" (None-")[0].strip() for h in hyps)

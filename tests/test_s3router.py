@@ -42,6 +42,8 @@ def test_s3router_first_mask_is_per_tensor_magnitude_and_weights_frozen(task, pr
     m2 = build_parp(task, pretrained, method="s3router", sparsity=0.3, train_biases=True, train_layer_norms=True)
     t2 = {n for n, p in m2.named_parameters() if p.requires_grad}
     assert any(n.endswith("fc1.bias") for n in t2) and any("final_layer_norm" in n for n in t2)
+    m3 = build_parp(task, pretrained, method="s3router", sparsity=0.3, train_weights=True)
+    assert all(p.requires_grad for p in m3.masker.params().values())  # co-training weights and scores
 
 
 def test_s3router_masks_effective_through_mha(task, pretrained, sample):

@@ -180,3 +180,23 @@ def test_stock_mirror_configs_compose_and_train(corpus, pretrained, tmp_path, co
     assert state["cfg"]["model"]["freeze_finetune_updates"] == 0  # set by the parp overlay
     assert state["cfg"]["task"]["_name"] == "parp_audio_finetuning"
     _assert_exact(state, 0.3)
+
+
+@pytest.mark.slow
+def test_imp_from_scratch_with_rewind_to_an_early_checkpoint(corpus, pretrained, tmp_path):
+    """Round 0 dense finetuning inside the command, then rounds that rewind to an early checkpoint."""
+    early = tmp_path / "early"
+    hydra_train("configs/finetune", "tiny", early, f"task.data={corpus}", f"model.w2v_path={pretrained}",
+                "optimization.max_update=5", "checkpoint.save_interval_updates=5")
+    work = tmp_path / "imp"
+    cmd = ["parp-fairseq-imp", "--config-dir", str(REPO / "configs/finetune"), "--config-name", "tiny",
+           "--workdir", str(work), "--sparsity", "0.4", "--rate", "0.25", "--rewind", str(early / "checkpoint_last.pt"),
+           "--", f"task.data={corpus}", f"model.w2v_path={pretrained}", "optimization.max_update=10",
+           "checkpoint.save_interval_updates=10", "dataset.validate_interval_updates=10"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert (work / "round0" / "DONE").exists() and (work / "round2" / "DONE").exists()
+    final = _assert_exact(_load(work / "final_checkpoint.pt"), 0.4)
+    cfg = _load(work / "final_checkpoint.pt")["cfg"]["model"]["pruning"]
+    assert cfg["init_from"] == str(early / "checkpoint_last.pt") and cfg["method"] == "imp"
+    assert all(torch.equal(final[n], load_mask_file(work / "final_mask.pt").masks[n]) for n in final)

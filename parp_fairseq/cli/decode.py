@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+from tqdm import tqdm
 
 from ..decoding.decoders import FlashlightDecoder, ViterbiDecoder, tokens_to_words
 from ..decoding.viterbi import edit_counts
@@ -81,7 +82,7 @@ def emissions_of(model, task, split: str, batch_size: int, device) -> List[Dict]
     itr = task.get_batch_iterator(dataset=ds, max_tokens=None, max_sentences=batch_size,
                                   max_positions=(sys.maxsize, sys.maxsize), required_batch_size_multiple=8,
                                   seed=1, num_shards=1, shard_id=0, num_workers=0).next_epoch_itr(shuffle=False)
-    for s in itr:
+    for s in tqdm(itr, desc=f"forward {split}", unit="batch", file=sys.stderr, leave=False):
         net_input = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in s["net_input"].items()}
         net_out = model(**net_input)
         lp = model.get_normalized_probs(net_out, log_probs=True).transpose(0, 1).float().cpu()  # B x T x V
@@ -102,7 +103,7 @@ def emissions_of(model, task, split: str, batch_size: int, device) -> List[Dict]
 def run_decoder(decoder, utts: List[Dict], d) -> Dict:
     units_h, units_r, words_h, words_r, per_utt = [], [], [], [], []
     t0 = time.perf_counter()
-    for u in utts:
+    for u in tqdm(utts, desc="search", unit="utt", file=sys.stderr, leave=False):
         hyp = decoder.decode(u["emissions"].unsqueeze(0))[0][0]
         ht = [d[int(t)] for t in hyp["tokens"]]
         rt = [d[t] for t in u["target"]]
