@@ -8,14 +8,29 @@ import torch
 
 
 def allow_fairseq_globals() -> None:
-    """torch >= 2.6 loads with ``weights_only=True``; fairseq checkpoints pickle a Dictionary
-    (``audio_finetuning``'s task state) and, for old ones, an argparse Namespace. Allow-list
-    exactly those instead of disabling ``weights_only``."""
+    """torch >= 2.6 loads with ``weights_only=True``. Allow-list what fairseq pickles instead of
+    disabling ``weights_only``:
+
+    * checkpoints: a ``Dictionary`` (``audio_finetuning``'s task state) and, in old ones, an
+      argparse ``Namespace``;
+    * distributed resume: rank 0 broadcasts the loaded checkpoint (``broadcast_object`` ->
+      ``torch.load``), whose ``cfg`` is then an omegaconf ``DictConfig``: its container and node
+      classes and the builtins they are rebuilt from, and fairseq's ``_TensorPlaceholder``.
+    """
+    import collections
+    import typing
+
     from fairseq.data.dictionary import Dictionary
+    from fairseq.distributed.utils import _TensorPlaceholder
+    from omegaconf import DictConfig, ListConfig, base, nodes
 
     add = getattr(torch.serialization, "add_safe_globals", None)
-    if add is not None:
-        add([Dictionary, argparse.Namespace])
+    if add is None:
+        return
+    omegaconf_nodes = [nodes.AnyNode, nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode,
+                       nodes.EnumNode, nodes.BytesNode, nodes.PathNode]
+    add([Dictionary, argparse.Namespace, _TensorPlaceholder, DictConfig, ListConfig, base.ContainerMetadata, base.Metadata,
+         *omegaconf_nodes, typing.Any, collections.defaultdict, dict, list, int])
 
 
 def console_script(name: str) -> str:

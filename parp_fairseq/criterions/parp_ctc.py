@@ -7,6 +7,8 @@ from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.ctc import CtcCriterion, CtcCriterionConfig
 
+from ..tasks.parp_audio_finetuning import unwrap
+
 
 @dataclass
 class ParpCtcCriterionConfig(CtcCriterionConfig):
@@ -15,11 +17,17 @@ class ParpCtcCriterionConfig(CtcCriterionConfig):
 
 @register_criterion("parp_ctc", dataclass=ParpCtcCriterionConfig)
 class ParpCtcCriterion(CtcCriterion):
-    """CTC loss; logging outputs carry ``sparsity`` (global) and ``sparsity_layers.N``."""
+    """CTC loss; logging outputs carry ``sparsity`` (global) and ``sparsity_layers.N``.
+
+    Logging outputs stay summable (fairseq's fast all-reduce path, which also works with gloo on
+    CPU): each one carries ``nsparsity=1`` and the sums are divided by it in ``reduce_metrics``.
+    """
 
     def forward(self, model, sample, reduce=True):
         loss, sample_size, logging_output = super().forward(model, sample, reduce)
-        stats = getattr(getattr(model, "module", model), "sparsity_stats", dict)()
+        stats = getattr(unwrap(model), "sparsity_stats", dict)()
+        if stats:
+            logging_output["nsparsity"] = 1
         for k, v in stats.items():
             logging_output["sparsity" if k == "global" else f"sparsity_{k}"] = v
         return loss, sample_size, logging_output
@@ -27,12 +35,14 @@ class ParpCtcCriterion(CtcCriterion):
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
         CtcCriterion.reduce_metrics(logging_outputs)
+        n = sum(log.get("nsparsity", 0) for log in logging_outputs)
+        if not n:
+            return
         keys = sorted({k for log in logging_outputs for k in log if k.startswith("sparsity")})
         for k in keys:
-            vals = [log[k] for log in logging_outputs if k in log]
-            # identical on every worker; priority puts them at the end of the log line
-            metrics.log_scalar(k, sum(vals) / len(vals), priority=300, round=4)
+            # identical on every worker and micro-batch; priority puts them at the end of the log line
+            metrics.log_scalar(k, sum(log.get(k, 0) for log in logging_outputs) / n, priority=300, round=4)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
-        return False
+        return True

@@ -308,9 +308,35 @@ class ParpWav2VecCtc(Wav2VecCtc):
                 self.reprune(self.sparsity_at(num_updates))
 
     def prepare_for_evaluation(self) -> None:
-        """Bring a PARP model to its target sparsity (same result on every rank)."""
+        """Bring a PARP model to its target sparsity (same result on every rank), then check
+        that every data-parallel rank holds the same masks."""
         if self.masker is not None and self._off_target:
             self.reprune(self.sparsity_at(self.num_updates))
+        self.check_masks_consistent()
+
+    @torch.no_grad()
+    def check_masks_consistent(self) -> None:
+        """Under torch.distributed, fail loudly if ranks disagree on masks or masked weights.
+
+        fairseq never broadcasts buffers, so masks stay identical only because every rank computes
+        them from identical weights; this compares per-tensor kept counts and masked-weight sums
+        (two all-reduces of a few hundred numbers, at validation time only)."""
+        import torch.distributed as dist
+
+        if self.masker is None or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        masks, params = self.masker.masks(), self.masker.params()
+        dev = next(iter(params.values())).device
+        sig = torch.stack([torch.stack([m.count_nonzero().double(), (params[n].double() * m).sum()])
+                           for n, m in masks.items()]).flatten().to(dev)
+        lo, hi = sig.clone(), sig.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        if not torch.equal(lo, hi):
+            bad = [n for i, n in enumerate(masks) if not torch.equal(lo[2 * i: 2 * i + 2], hi[2 * i: 2 * i + 2])]
+            raise RuntimeError(f"pruning masks differ between data-parallel ranks for {len(bad)} tensors, "
+                               f"e.g. {bad[:3]}: ranks trained on different weights")
+        logger.info(f"masks identical on all {dist.get_world_size()} ranks ({len(masks)} tensors)")
 
     @torch.no_grad()
     def reprune(self, sparsity: float) -> None:

@@ -12,6 +12,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
 from fairseq.dataclass import ChoiceEnum
 
 from fairseq.tasks import register_task
@@ -34,9 +35,16 @@ class ParpAudioFinetuningConfig(AudioFinetuningConfig):
     ctc_unk_weight: float = field(default=-math.inf, metadata={"help": "unknown word weight"})
 
 
+def unwrap(model):
+    """The model inside fairseq's wrappers (ModuleProxyWrapper -> DistributedDataParallel -> ...)."""
+    while hasattr(model, "module") and isinstance(getattr(model, "module"), torch.nn.Module):
+        model = model.module
+    return model
+
+
 def _pruned(model):
     """The parp model inside (possibly wrapped) ``model``, or None for other models."""
-    model = getattr(model, "module", model)
+    model = unwrap(model)
     return model if hasattr(model, "after_update") else None
 
 
