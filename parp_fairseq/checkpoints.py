@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import torch
 
@@ -71,6 +71,3 @@ def checkpoint_masks(state_dict: Dict[str, torch.Tensor]) -> "OrderedDict[str, t
     return OrderedDict((canonical_name(k[: -len("_mask")]), v.to(torch.bool))
                        for k, v in state_dict.items() if k.endswith("_mask"))
 
-
-def describe(state: dict) -> Tuple[str, str]:
-    return checkpoint_kind(state), str(model_name(state))

@@ -9,7 +9,7 @@ from fairseq.data import Dictionary
 
 from conftest import hydra_train
 from parp_fairseq.cli import decode as decode_cli
-from parp_fairseq.decoding.decoders import FlashlightDecoder, ViterbiDecoder, load_lexicon
+from parp_fairseq.decoding.decoders import ViterbiDecoder, load_lexicon
 from parp_fairseq.decoding.lm import build as build_lm
 from parp_fairseq.decoding.viterbi import ctc_greedy, edit_counts, error_rate
 

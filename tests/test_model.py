@@ -1,7 +1,5 @@
 """parp_wav2vec_ctc in-process: stock equivalence, masks through MHA, PARP, state round trips."""
 
-import copy
-
 import pytest
 import torch
 from torch.nn.utils import prune

@@ -170,12 +170,12 @@ def test_imp_rounds_nest_and_reach_target(corpus, pretrained, finetuned, tmp_pat
 @pytest.mark.parametrize("config", ["base_10m", "base_1h", "base_10h"])
 def test_stock_mirror_configs_compose_and_train(corpus, pretrained, tmp_path, config):
     """The base_* mirrors run as they are, with only the CPU / tiny-model overrides."""
-    r = hydra_train("configs/finetune", config, tmp_path, f"task.data={corpus}", f"model.w2v_path={pretrained}",
-                    "pruning=parp", "model.pruning.sparsity=0.3", "common.cpu=true", "common.fp16=false",
-                    "distributed_training.distributed_world_size=1", "dataset.num_workers=0",
-                    "model.mask_channel_prob=0", "optimization.max_update=3", "optimization.update_freq=[1]",
-                    "dataset.valid_subset=valid", "dataset.validate_after_updates=0",
-                    "checkpoint.save_interval_updates=3")
+    hydra_train("configs/finetune", config, tmp_path, f"task.data={corpus}", f"model.w2v_path={pretrained}",
+                "pruning=parp", "model.pruning.sparsity=0.3", "common.cpu=true", "common.fp16=false",
+                "distributed_training.distributed_world_size=1", "dataset.num_workers=0",
+                "model.mask_channel_prob=0", "optimization.max_update=3", "optimization.update_freq=[1]",
+                "dataset.valid_subset=valid", "dataset.validate_after_updates=0",
+                "checkpoint.save_interval_updates=3")
     state = _load(tmp_path / "checkpoint_last.pt")
     assert state["cfg"]["model"]["freeze_finetune_updates"] == 0  # set by the parp overlay
     assert state["cfg"]["task"]["_name"] == "parp_audio_finetuning"

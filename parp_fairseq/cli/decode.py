@@ -101,7 +101,7 @@ def emissions_of(model, task, split: str, batch_size: int, device) -> List[Dict]
 
 
 def run_decoder(decoder, utts: List[Dict], d) -> Dict:
-    units_h, units_r, words_h, words_r, per_utt = [], [], [], [], []
+    units_h, units_r, words_h, words_r = [], [], [], []
     t0 = time.perf_counter()
     for u in tqdm(utts, desc="search", unit="utt", file=sys.stderr, leave=False):
         hyp = decoder.decode(u["emissions"].unsqueeze(0))[0][0]

@@ -1,6 +1,6 @@
 """Pruning algorithms as pure functions on tensors (no fairseq import)."""
 from .magnitude import (  # noqa: F401
-    RANKINGS, apply_masks_, check_sparsity, magnitude_masks, masks_from_scores, num_to_prune,
+    RANKINGS, check_sparsity, magnitude_masks, masks_from_scores, num_to_prune,
     random_masks,
 )
 from .maskfile import MaskFile, canonical_name, check_compatible, load_mask_file, save_mask_file  # noqa: F401

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, List, Mapping, Optional
 
 import torch
 
@@ -173,15 +173,3 @@ def random_masks(
     scores = {n: torch.rand(tuple(s), generator=gen) for n, s in shapes.items()}
     return masks_from_scores(scores, sparsity, ranking)
 
-
-def apply_masks_(tensors: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
-    """Zero the removed entries of ``tensors`` in place."""
-    with torch.no_grad():
-        for n, t in tensors.items():
-            t.masked_fill_(~masks[n].to(t.device), 0)
-
-
-def select(named: Iterable, pattern: str, key: Callable[[str], str] = lambda n: n) -> "OrderedDict":
-    """``OrderedDict`` of the ``(name, value)`` pairs whose ``key(name)`` fully matches ``pattern``."""
-    rx = re.compile(pattern)
-    return OrderedDict((n, v) for n, v in named if rx.fullmatch(key(n)))

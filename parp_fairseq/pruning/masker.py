@@ -115,10 +115,6 @@ class ParamMasker:
             self._report = sparsity_report(self.masks())
         return self._report
 
-    def weight_report(self) -> Dict[str, float]:
-        """Actual sparsity of the weights (fraction exactly zero)."""
-        return sparsity_report({n: p.detach() != 0 for n, p in self.params().items()})
-
     # -- updates ----------------------------------------------------------------------------
     def set_masks(self, masks: Mapping[str, torch.Tensor], source: str = "mask") -> None:
         """Copy ``masks`` (canonical names) into the buffers and zero the removed weights."""
@@ -151,7 +147,3 @@ class ParamMasker:
         self._report = None
         self._fmasks.clear()
 
-    def remove_hooks(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()

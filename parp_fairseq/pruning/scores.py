@@ -214,6 +214,3 @@ class ScoreMasker:
         """state_dict keys this masker adds to the stock model's."""
         return [k for k in self._key_map().values() if k.endswith(("_mask", "_scores"))]
 
-    def freeze_all_but_scores(self) -> None:
-        for p in self.params().values():
-            p.requires_grad_(False)
