@@ -191,3 +191,36 @@ def test_checkpoint_mixups_are_clear_errors(task, pretrained):
 def test_bad_pruning_config(task, pretrained, kw, msg):
     with pytest.raises((ValueError, FileNotFoundError), match=msg):
         build_parp(task, pretrained, **kw)
+
+
+def test_parp_reprune_reaches_fp32_master_weights(task, pretrained, sample):
+    """--fp16/--bf16: fairseq's FP16Optimizer copies fp32 master weights back into the model after
+    every step; a re-prune must zero the masters too or the pruned weights come back."""
+    from fairseq.criterions.ctc import CtcCriterion, CtcCriterionConfig
+    from fairseq.optim.adam import FairseqAdamConfig
+    from fairseq.optim.fp16_optimizer import FP16Optimizer
+    from omegaconf import OmegaConf, open_dict
+
+    m = build_parp(task, pretrained, method="parp", sparsity=0.5, reprune_interval=2).to(torch.bfloat16)
+    cfg = OmegaConf.create({"common": {"bf16": True, "fp16_no_flatten_grads": True, "fp16_scale_window": None,
+                                       "model_parallel_size": 1},
+                            "optimization": {"update_freq": [1]},
+                            "distributed_training": {"distributed_world_size": 1},
+                            "optimizer": OmegaConf.structured(FairseqAdamConfig(lr=[1e-2], tpu=False))})
+    with open_dict(cfg):
+        cfg.optimizer._name = "adam"
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = FP16Optimizer.build_optimizer(cfg, params)
+    crit = CtcCriterion(CtcCriterionConfig(zero_infinity=True, sentence_avg=True), task)
+    s = {**sample, "net_input": {**sample["net_input"], "source": sample["net_input"]["source"].to(torch.bfloat16)}}
+    for u in range(2):  # update 2 re-prunes
+        m.train()
+        opt.zero_grad()
+        loss, _, _ = crit(m, s)
+        opt.backward(loss)
+        task.optimizer_step(opt, m, u)
+    master = {id(p): p32 for p, p32 in zip(opt.fp16_params, opt.fp32_params)}
+    for n, p in m.masker.params().items():
+        removed = ~m.masker.masks()[n]
+        assert bool((p[removed] == 0).all())
+        assert bool((master[id(p)][removed] == 0).all()), f"{n}: fp32 master keeps pruned values"

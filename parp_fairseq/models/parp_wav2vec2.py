@@ -292,11 +292,12 @@ class ParpWav2VecCtc(Wav2VecCtc):
         super().set_num_updates(num_updates)
         self.num_updates = num_updates
 
-    def after_update(self, num_updates: int) -> None:
-        """Called after the optimizer step that made ``num_updates`` updates in total."""
+    def after_update(self, num_updates: int) -> bool:
+        """Called after the optimizer step that made ``num_updates`` updates in total.
+        Returns True when PARP re-pruned (the caller then also zeros optimizer master copies)."""
         self.num_updates = num_updates
         if self.masker is None:
-            return
+            return False
         if self.masker.mode == "score":
             # unconditional: fairseq's optimizers update p.data, which bumps no version counter
             self.masker.refresh()
@@ -306,6 +307,8 @@ class ParpWav2VecCtc(Wav2VecCtc):
             self._off_target = True
             if is_reprune_update(num_updates, self.pruning_cfg.reprune_interval):
                 self.reprune(self.sparsity_at(num_updates))
+                return True
+        return False
 
     def prepare_for_evaluation(self) -> None:
         """Bring a PARP model to its target sparsity (same result on every rank), then check

@@ -48,6 +48,35 @@ def _pruned(model):
     return model if hasattr(model, "after_update") else None
 
 
+@torch.no_grad()
+def zero_fp32_master_copies(optimizer, masker) -> None:
+    """After a re-prune, zero the removed entries in fairseq's fp32 master weights too.
+
+    ``FP16Optimizer`` (``--fp16`` / ``--bf16``, not the memory-efficient variants) keeps fp32
+    copies of the parameters and copies them back into the model after every step: zeroing only
+    the model's half-precision weights would let the next step restore the pruned values.
+    """
+    fp32, fp16_params = getattr(optimizer, "fp32_params", None), getattr(optimizer, "fp16_params", None)
+    if fp32 is None or fp16_params is None:
+        return
+    masks = {id(getattr(t.module, t.param)): getattr(t.module, f"{t.param}_mask") for t in masker.targets}
+    if isinstance(fp32, dict):  # flat buffers, one per device, params laid out in order
+        by_device = {}
+        for p in fp16_params:
+            by_device.setdefault(p.device.index, []).append(p)
+        for dev, params in by_device.items():
+            flat, offset = fp32[dev].data, 0
+            for p in params:
+                n = p.numel()
+                if id(p) in masks:
+                    flat[offset: offset + n].view_as(p).mul_(masks[id(p)].to(flat.dtype))
+                offset += n
+    else:
+        for p, p32 in zip(fp16_params, fp32):
+            if id(p) in masks:
+                p32.data.mul_(masks[id(p)].to(p32.dtype))
+
+
 @register_task("parp_audio_finetuning", dataclass=ParpAudioFinetuningConfig)
 class ParpAudioFinetuningTask(AudioFinetuningTask):
     cfg: ParpAudioFinetuningConfig
@@ -86,8 +115,8 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)
         m = _pruned(model)
-        if m is not None:
-            m.after_update(update_num + 1)
+        if m is not None and m.after_update(update_num + 1):
+            zero_fp32_master_copies(optimizer, m.masker)
 
     def begin_valid_epoch(self, epoch, model):
         super().begin_valid_epoch(epoch, model)
