@@ -1,14 +1,18 @@
 """``parp_wav2vec_ctc``: the stock ``wav2vec_ctc`` model plus pruning masks.
 
 The network, its forward and its state_dict keys are those of fairseq's ``Wav2VecCtc``; masked
-parameters add a ``<param>_mask`` boolean buffer. ``pruning.method=none`` registers no mask and
-is the stock model. The pruning algorithms are pure functions in :mod:`parp_fairseq.pruning`;
+parameters add a ``<param>_mask`` boolean buffer (and ``<param>_scores`` for S3-Router, whose
+frozen weight stays under its stock name). ``pruning.method=none`` registers no mask and is the
+stock model. The pruning algorithms are pure functions in :mod:`parp_fairseq.pruning`;
 this module only wires them to fairseq's hooks:
 
-* ``build_model``: initial mask (mask file / MPI on the loaded pretrained weights / random),
+* ``build_model``: initial mask (mask file / MPI on the loaded pretrained weights / random /
+  S3-Router scores), S3-Router freezing,
 * ``after_update`` (called by the ``parp_audio_finetuning`` task after each optimizer step):
-  keep fixed masks exact, re-prune PARP every ``reprune_interval`` updates,
-* ``prepare_for_evaluation`` (task's ``begin_valid_epoch``, on every rank): PARP re-prune,
+  keep fixed masks exact, re-prune PARP every ``reprune_interval`` updates, refresh S3-Router
+  masks from the updated scores,
+* ``prepare_for_evaluation`` (task's ``begin_valid_epoch``, on every rank): PARP re-prune and a
+  cross-rank check that every data-parallel replica holds the same masks,
 * ``state_dict``: a PARP model that is off-target is saved re-pruned, without touching the live
   weights, so that every rank of a DDP job keeps identical weights (fairseq only calls
   ``state_dict`` on rank 0),
