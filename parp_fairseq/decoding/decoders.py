@@ -108,8 +108,9 @@ class FlashlightDecoder:
                  beam_size_token: Optional[int] = None, beam_threshold: float = 25.0,
                  lm_weight: float = 2.0, word_score: float = -1.0, unk_weight: float = float("-inf"),
                  sil_weight: float = 0.0, nbest: int = 1):
-        from flashlight.lib.text.decoder import (CriterionType, KenLM, LexiconDecoder, LexiconDecoderOptions,
+        from flashlight.lib.text.decoder import (CriterionType, LexiconDecoder, LexiconDecoderOptions,
                                                  LexiconFreeDecoder, LexiconFreeDecoderOptions, SmearingMode, Trie)
+        from flashlight.lib.text.decoder.kenlm import KenLM
 
         if not kenlm_model or not os.path.isfile(kenlm_model):
             raise FileNotFoundError(f"KenLM model {kenlm_model!r} does not exist; build one with "
