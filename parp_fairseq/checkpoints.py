@@ -18,14 +18,14 @@ PRUNED_CTC = "pruned-ctc"  # parp_wav2vec_ctc with masks
 _CTC_MODELS = ("wav2vec_ctc", "parp_wav2vec_ctc")
 
 
-def load_checkpoint(path: str) -> dict:
+def load_checkpoint(path: str, arg_overrides: Optional[dict] = None) -> dict:
     """``fairseq.checkpoint_utils.load_checkpoint_to_cpu`` with a clear error for bad paths."""
     from fairseq import checkpoint_utils
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
-        return checkpoint_utils.load_checkpoint_to_cpu(path)
+        return checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
     except Exception as e:
         raise ValueError(f"{path!r} could not be read as a fairseq checkpoint: {type(e).__name__}: "
                          f"{str(e)[:300]}") from None
@@ -70,4 +70,16 @@ def checkpoint_masks(state_dict: Dict[str, torch.Tensor]) -> "OrderedDict[str, t
     """Canonical weight name -> mask of a pruned checkpoint."""
     return OrderedDict((canonical_name(k[: -len("_mask")]), v.to(torch.bool))
                        for k, v in state_dict.items() if k.endswith("_mask"))
+
+
+def is_pruning_key(key: str) -> bool:
+    """State-dict keys parp_fairseq adds to the stock model's: ``<param>_mask`` / ``<param>_scores``."""
+    return key.endswith(("_mask", "_scores"))
+
+
+def effective_weights(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The stock-named weights a (possibly pruned) CTC state dict computes with: each masked
+    tensor multiplied by its mask, mask and score entries dropped."""
+    return {k: (v.masked_fill(~state_dict[k + "_mask"].to(torch.bool), 0) if k + "_mask" in state_dict else v)
+            for k, v in state_dict.items() if not is_pruning_key(k)}
 

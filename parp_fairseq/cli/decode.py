@@ -152,12 +152,11 @@ def _main(args) -> int:
         raise ValueError("--decoder kenlm needs --lm (KenLM ARPA/binary); build one with parp-fairseq-lm")
     if not os.path.isfile(os.path.join(args.data, f"{args.split}.tsv")):
         raise FileNotFoundError(f"{args.data}/{args.split}.tsv missing: no manifest for split {args.split!r}")
-    state = load_checkpoint(args.checkpoint)
+    state = load_checkpoint(args.checkpoint, arg_overrides={"data": args.data})
     if checkpoint_kind(state) == PRETRAINED:
         raise ValueError(f"{args.checkpoint} is a pretrained (not finetuned) checkpoint: it has no CTC head")
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([args.checkpoint], state=state)
     del state
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task([args.checkpoint],
-                                                                   arg_overrides={"data": args.data})
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     model = models[0].eval().to(device)
     _check_dictionary(task, args.data, model)

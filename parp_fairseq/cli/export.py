@@ -19,10 +19,9 @@ import sys
 from dataclasses import fields
 from typing import List, Optional
 
-import torch
 from omegaconf import OmegaConf
 
-from ..checkpoints import DENSE_CTC, PRETRAINED, checkpoint_kind, load_checkpoint, model_name
+from ..checkpoints import DENSE_CTC, PRETRAINED, checkpoint_kind, effective_weights, load_checkpoint, model_name
 from ..fsutil import atomic_torch_save
 
 _STOCK = {"model": "wav2vec_ctc", "task": "audio_finetuning", "criterion": "ctc"}
@@ -39,13 +38,7 @@ def _stock_keys(group: str) -> set:
 
 def squash(state: dict) -> dict:
     """The stock-fairseq version of a loaded parp checkpoint ``state`` (a new dict)."""
-    sd = state["model"]
-    new_sd = {}
-    for k, v in sd.items():
-        if k.endswith("_mask") or k.endswith("_scores"):
-            continue
-        mask = sd.get(k + "_mask")
-        new_sd[k] = v.masked_fill(~mask.to(torch.bool), 0) if mask is not None else v
+    new_sd = effective_weights(state["model"])
     cfg = state["cfg"]
     cfg = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
     for group, name in _STOCK.items():

@@ -33,6 +33,7 @@ from fairseq.models import register_model
 from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig, Wav2VecCtc, Wav2VecEncoder
 from omegaconf import II
 
+from ..checkpoints import effective_weights, is_pruning_key
 from ..pruning.magnitude import RANKINGS, check_sparsity, magnitude_masks, random_masks
 from ..pruning.maskfile import load_mask_file
 from ..pruning.masker import ParamMasker, find_targets
@@ -234,11 +235,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
                              f"finetuned CTC model (wav2vec_ctc or parp_wav2vec_ctc). Pretrained "
                              f"wav2vec 2.0 checkpoints go to model.w2v_path")
         extra = self.masker.public_keys() if self.masker is not None else []
-        is_extra = lambda k: k.endswith("_mask") or k.endswith("_scores")  # noqa: E731
-        src = state["model"]
-        # a pruned source: its effective weights are what it computes with
-        sd = {k: (v.masked_fill(~src[k + "_mask"], 0) if k + "_mask" in src else v)
-              for k, v in src.items() if not is_extra(k)}
+        sd = effective_weights(state["model"])  # a pruned source: what it computes with
         own = self._public_state_dict()
         own_w = {k: v for k, v in own.items() if k not in extra}
         bad = [(k, list(v.shape), list(own_w[k].shape)) for k, v in sd.items()
@@ -382,7 +379,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
         return sd
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
-        extra_keys = {k for k in state_dict if k.endswith("_mask") or k.endswith("_scores")}
+        extra_keys = {k for k in state_dict if is_pruning_key(k)}
         if self.masker is None:
             if extra_keys:
                 raise ValueError(
