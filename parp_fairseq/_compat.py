@@ -41,3 +41,14 @@ def console_script(name: str) -> str:
 
     cand = os.path.join(os.path.dirname(sys.executable), name)
     return cand if os.access(cand, os.X_OK) else name
+
+
+def hydra_train_cmd(config_dir, config_name: str, save_dir, *overrides: str, run_dir=None) -> list:
+    """The ``fairseq-hydra-train`` command line of one run with this plugin as ``common.user_dir``:
+    checkpoints in ``save_dir``, hydra's outputs in ``run_dir`` (default ``save_dir/hydra``)."""
+    import os
+
+    user_dir = os.path.dirname(os.path.abspath(__file__))  # == parp_fairseq.USER_DIR
+    return [console_script("fairseq-hydra-train"), "--config-dir", os.path.abspath(config_dir),
+            "--config-name", config_name, f"common.user_dir={user_dir}", f"checkpoint.save_dir={save_dir}",
+            f"hydra.run.dir={run_dir or os.path.join(save_dir, 'hydra')}", *overrides]

@@ -22,8 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import parp_fairseq  # noqa: E402
-from parp_fairseq._compat import console_script  # noqa: E402
+from parp_fairseq._compat import hydra_train_cmd  # noqa: E402
 from parp_fairseq.cli import decode as decode_cli  # noqa: E402
 from parp_fairseq.cli import export as export_cli  # noqa: E402
 from parp_fairseq.cli import mask as mask_cli  # noqa: E402
@@ -39,9 +38,7 @@ def train(config_dir: str, name: str, save_dir: Path, *overrides: str) -> Path:
     if (save_dir / "DONE").exists():
         print(f"  (done before: {ckpt})")
         return ckpt
-    cmd = [console_script("fairseq-hydra-train"), "--config-dir", str(REPO / config_dir), "--config-name", name,
-           f"common.user_dir={parp_fairseq.USER_DIR}", f"checkpoint.save_dir={save_dir}",
-           f"hydra.run.dir={save_dir}/hydra", *overrides]
+    cmd = hydra_train_cmd(REPO / config_dir, name, save_dir, *overrides)
     print("  $ " + " ".join(cmd), flush=True)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
         for line in p.stdout:  # fairseq's own progress lines

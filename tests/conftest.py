@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import parp_fairseq  # noqa: E402  (registers the plugin, allow-lists fairseq globals)
-from parp_fairseq._compat import console_script  # noqa: E402
+from parp_fairseq._compat import hydra_train_cmd  # noqa: E402
 from parp_fairseq.data.tones import make_tone_corpus  # noqa: E402
 
 # console scripts of this interpreter first, for `.venv/bin/python -m pytest` without activation
@@ -27,9 +27,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def hydra_train(config_dir: str, config_name: str, save_dir: Path, *overrides: str,
                 check: bool = True) -> subprocess.CompletedProcess:
     """Run the real ``fairseq-hydra-train`` with our user_dir; output kept for failure messages."""
-    cmd = [console_script("fairseq-hydra-train"), "--config-dir", str(REPO / config_dir), "--config-name", config_name,
-           f"common.user_dir={parp_fairseq.USER_DIR}", f"checkpoint.save_dir={save_dir}",
-           f"hydra.run.dir={save_dir}/hydra", *overrides]
+    cmd = hydra_train_cmd(REPO / config_dir, config_name, save_dir, *overrides)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

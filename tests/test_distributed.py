@@ -10,9 +10,8 @@ import subprocess
 
 import pytest
 
-import parp_fairseq
 from conftest import REPO
-from parp_fairseq._compat import console_script
+from parp_fairseq._compat import hydra_train_cmd
 from test_train_e2e import _assert_exact, _load
 
 
@@ -26,13 +25,12 @@ def _run_ddp(save_dir, *overrides):
     port = _free_port()
     procs = []
     for rank in (0, 1):
-        cmd = [console_script("fairseq-hydra-train"), "--config-dir", str(REPO / "configs/finetune"),
-               "--config-name", "tiny", f"common.user_dir={parp_fairseq.USER_DIR}", f"checkpoint.save_dir={save_dir}",
-               f"hydra.run.dir={save_dir}/hydra{rank}", "distributed_training.distributed_world_size=2",
-               "distributed_training.distributed_backend=gloo",
-               f"distributed_training.distributed_init_method=tcp://127.0.0.1:{port}",
-               f"distributed_training.distributed_rank={rank}", "distributed_training.distributed_no_spawn=true",
-               *overrides]
+        cmd = hydra_train_cmd(REPO / "configs/finetune", "tiny", save_dir, "distributed_training.distributed_world_size=2",
+                              "distributed_training.distributed_backend=gloo",
+                              f"distributed_training.distributed_init_method=tcp://127.0.0.1:{port}",
+                              f"distributed_training.distributed_rank={rank}",
+                              "distributed_training.distributed_no_spawn=true", *overrides,
+                              run_dir=f"{save_dir}/hydra{rank}")
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs = []
     for p in procs:

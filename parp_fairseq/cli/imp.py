@@ -24,8 +24,7 @@ import subprocess
 import sys
 from typing import List, Optional
 
-from .. import USER_DIR
-from .._compat import console_script
+from .._compat import hydra_train_cmd
 from ..pruning.schedule import imp_schedule
 
 logger = logging.getLogger("parp_fairseq.imp")
@@ -51,9 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args, save_dir: str, extra: List[str]) -> None:
-    cmd = [console_script("fairseq-hydra-train"), "--config-dir", os.path.abspath(args.config_dir),
-           "--config-name", args.config_name, f"common.user_dir={USER_DIR}",
-           f"checkpoint.save_dir={save_dir}", f"hydra.run.dir={save_dir}/hydra", *args.overrides, *extra]
+    cmd = hydra_train_cmd(args.config_dir, args.config_name, save_dir, *args.overrides, *extra)
     logger.info("running: " + " ".join(cmd))
     subprocess.run(cmd, check=True)
 
