@@ -25,10 +25,58 @@ def load_checkpoint(path: str, arg_overrides: Optional[dict] = None) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
-        return checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
+        state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
     except Exception as e:
         raise ValueError(f"{path!r} could not be read as a fairseq checkpoint: {type(e).__name__}: "
                          f"{str(e)[:300]}") from None
+    if state.get(COMPRESSED) is not None:
+        state["model"] = decompress_state_dict(state["model"])
+        state.pop(COMPRESSED)
+    return state
+
+
+COMPRESSED = "parp_compressed"  # top-level key of a `parp-fairseq-export --compress` checkpoint
+
+
+def compress_state_dict(sd: Dict[str, torch.Tensor], values_dtype: Optional[torch.dtype] = None) -> dict:
+    """Store every floating tensor that gets smaller that way as a bitmask of its nonzeros (1 bit per
+    entry, ``numpy.packbits``) plus the nonzero values (optionally cast to ``values_dtype``)."""
+    import numpy as np
+
+    out = {}
+    for k, t in sd.items():
+        if not torch.is_tensor(t) or not t.is_floating_point():
+            out[k] = t
+            continue
+        v_dtype = values_dtype or t.dtype
+        es = torch.empty((), dtype=v_dtype).element_size()
+        nz = t != 0
+        nnz = int(nz.sum())
+        if (t.numel() + 7) // 8 + nnz * es >= t.numel() * es:
+            out[k] = t.to(v_dtype)
+            continue
+        bits = torch.from_numpy(np.packbits(nz.reshape(-1).numpy()))
+        out[k] = {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "bits": bits,
+                  "values": t[nz].to(v_dtype)}
+    return out
+
+
+def decompress_state_dict(sd: dict) -> Dict[str, torch.Tensor]:
+    """Inverse of :func:`compress_state_dict` (values come back in the original dtype)."""
+    import numpy as np
+
+    out = {}
+    for k, v in sd.items():
+        if isinstance(v, dict) and "bits" in v:
+            n = int(np.prod(v["shape"])) if v["shape"] else 1
+            nz = torch.from_numpy(np.unpackbits(v["bits"].numpy(), count=n).astype(bool))
+            dtype = getattr(torch, v["dtype"])
+            t = torch.zeros(n, dtype=dtype)
+            t[nz] = v["values"].to(dtype)
+            out[k] = t.view(v["shape"])
+        else:
+            out[k] = v
+    return out
 
 
 def model_name(state: dict) -> Optional[str]:

@@ -10,6 +10,7 @@ cache effects hit all of them alike.
 Also times one global magnitude re-prune (PARP) of the model's masked parameters.
 
     python scripts/bench_train_step.py --sizes tiny base --out BENCHMARKS.md
+    python scripts/bench_train_step.py --sizes base --device cuda --batch 8   # GPU: + peak memory
 """
 
 from __future__ import annotations
@@ -93,20 +94,30 @@ def _sample(bsz: int, seconds: float, vocab: int, gen: torch.Generator) -> dict:
             "target": target, "target_lengths": torch.full((bsz,), tgt_len), "ntokens": bsz * tgt_len}
 
 
-def bench(size: str, steps: int, warmup: int, data: str) -> list:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench(size: str, steps: int, warmup: int, data: str, device: str = "cpu", batch: int = 0) -> list:
     arch, bsz, seconds = SIZES[size]
+    bsz = batch or bsz
+    cuda = device.startswith("cuda")
     runs = []
     for name, pruning in VARIANTS:
         task = _task(data, ours=pruning is not None)
         torch.manual_seed(0)
-        model = _model(task, arch, pruning)
+        model = _model(task, arch, pruning).to(device)  # masks and scores are buffers/params: they move too
         crit = CtcCriterion(CtcCriterionConfig(zero_infinity=True, sentence_avg=True), task)
         opt = FairseqAdamImpl([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         runs.append({"name": name, "task": task, "model": model, "crit": crit, "opt": opt, "times": [],
-                     "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                     "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "peak": 0,
                      "params": sum(p.numel() for p in model.parameters())})
     gen = torch.Generator().manual_seed(0)
     sample = _sample(bsz, seconds, len(runs[0]["task"].target_dictionary), gen)
+    if cuda:
+        sample = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in sample.items()}
+        sample["net_input"] = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in sample["net_input"].items()}
     order = torch.Generator().manual_seed(1)
     for it in range(warmup + steps):  # every step: all variants, in a fresh random order
         for i in torch.randperm(len(runs), generator=order).tolist():
@@ -114,19 +125,26 @@ def bench(size: str, steps: int, warmup: int, data: str) -> list:
             m = r["model"]
             m.train()
             m.set_num_updates(it)
+            _sync(device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
             r["opt"].zero_grad()
             loss, _, _ = r["crit"](m, sample)
             loss.backward()
             r["task"].optimizer_step(r["opt"], m, it)
+            _sync(device)
             dt = time.perf_counter() - t0
             if it >= warmup:
                 r["times"].append(dt)
+                if cuda:
+                    r["peak"] = max(r["peak"], torch.cuda.max_memory_allocated())
     base = statistics.median(runs[0]["times"])
     out = []
     for r in runs:
         med = statistics.median(r["times"])
-        out.append((size, r["name"], r["params"], r["trainable"], med * 1000, med / base))
+        out.append((size, r["name"], r["params"], r["trainable"], med * 1000, med / base,
+                    r["peak"] / 2**20, r["peak"] / max(runs[0]["peak"], 1)))
     # one PARP re-prune of the masked parameters (global magnitude ranking)
     parp = next(r for r in runs if r["name"].startswith("PARP"))["model"]
     params = parp.masker.params()
@@ -148,33 +166,46 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (GPU rows go to their own section)")
+    ap.add_argument("--batch", type=int, default=0, help="utterances per step (default per size)")
     args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
     rows, reprunes = [], []
     with tempfile.TemporaryDirectory() as data:
         syms = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["|", "'"]
         Path(data, "dict.ltr.txt").write_text("".join(f"{s} 1\n" for s in syms))
         for size in args.sizes:
             print(f"[bench] {size}: {len(VARIANTS)} variants x ({args.warmup} warm-up + {args.steps}) steps", flush=True)
-            r, rp = bench(size, args.steps, args.warmup, data)
+            r, rp = bench(size, args.steps, args.warmup, data, args.device, args.batch)
             rows += r
             reprunes.append(rp)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cmd = "python scripts/bench_train_step.py " + " ".join(sys.argv[1:])
+    where = (f"{torch.cuda.get_device_name()} (fp32), CUDA {torch.version.cuda}" if cuda else
+             f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     lines = [
-        "## Training step time vs stock fairseq (CPU)", "",
-        f"`{cmd}` on {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"## Training step time vs stock fairseq ({'GPU' if cuda else 'CPU'})", "",
+        f"`{cmd}` on {where}, "
         f"torch {torch.__version__}; median of {args.steps} steps after {args.warmup} warm-up, variants "
         f"interleaved in random order. Step = CTC forward + backward + `task.optimizer_step` (fairseq Adam). "
-        f"Process peak RSS {peak:.0f} MiB.", "",
-        "| model | variant | params | trainable | step ms | ratio vs stock |", "|---|---|---|---|---|---|",
+        + ("Peak memory = `torch.cuda.max_memory_allocated` during a step (weights, optimizer state, "
+           "activations, masks and scores)." if cuda else f"Process peak RSS {peak:.0f} MiB."), "",
     ]
-    lines += [f"| {s} | {n} | {p/1e6:.2f}M | {t/1e6:.2f}M | {ms:.1f} | {ratio:.3f}x |" for s, n, p, t, ms, ratio in rows]
+    if cuda:
+        lines += ["| model | variant | params | trainable | step ms | ratio vs stock | peak MiB | memory vs stock |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {s} | {n} | {p/1e6:.2f}M | {t/1e6:.2f}M | {ms:.1f} | {ratio:.3f}x | {mib:.0f} | {mr:.3f}x |"
+                  for s, n, p, t, ms, ratio, mib, mr in rows]
+    else:
+        lines += ["| model | variant | params | trainable | step ms | ratio vs stock |", "|---|---|---|---|---|---|"]
+        lines += [f"| {s} | {n} | {p/1e6:.2f}M | {t/1e6:.2f}M | {ms:.1f} | {ratio:.3f}x |"
+                  for s, n, p, t, ms, ratio, _, _ in rows]
     lines += ["", "Global magnitude re-prune (PARP) of all masked parameters, best of 3:", "",
               "| model | masked params | seconds |", "|---|---|---|"]
     lines += [f"| {s} | {n/1e6:.2f}M | {sec:.3f} |" for s, n, sec in reprunes]
     text = "\n".join(lines) + "\n"
     print(text)
-    update_markdown_section(args.out, "bench_train_step", text,
+    update_markdown_section(args.out, "bench_train_step" + ("_cuda" if cuda else ""), text,
                             title="# Benchmarks\n\nEvery figure comes from the command shown with it.\n")
     print(f"[bench] wrote {args.out}")
     return 0

@@ -4,6 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# System tools of the speech corpus (parp-fairseq-corpus): espeak-ng + sox synthesize it, the Debian
+# data packages hold the real recorded speech (Fish Fillets NG Dutch dialogue, LibriVox test clips).
+APT_PKGS="espeak-ng sox fillets-ng-data fillets-ng-data-nl pocketsphinx-testdata"
+missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "[setup] apt-get install $missing"
+    apt-get install -y -q --no-install-recommends $missing >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null; }
+  else
+    echo "[setup] WARNING: missing system packages: $missing" >&2
+    echo "[setup]   install them with: sudo apt-get install $missing  (needed by parp-fairseq-corpus)" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)"
   "$PY" -m venv .venv

@@ -130,12 +130,31 @@ def test_fairseq_generate_on_pruned_checkpoint_matches_decode(trained, corpus, t
     r = subprocess.run(["fairseq-generate", str(corpus), "--user-dir", parp_fairseq.USER_DIR,
                         "--task", "parp_audio_finetuning", "--labels", "ltr", "--path", str(trained),
                         "--gen-subset", "test", "--scoring", "wer", "--post-process", "letter",
-                        "--batch-size", "8", "--cpu"], capture_output=True, text=True)
+                        "--batch-size", "8", "--required-batch-size-multiple", "1", "--cpu"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     m = re.search(r"WER: ([0-9.]+)", r.stdout + r.stderr)
     assert m, (r.stdout + r.stderr)[-2000:]
     assert float(m.group(1)) == pytest.approx(float(vit[1].split("\t")[3]), abs=0.01)
     assert "H-0\t" in r.stdout
+
+
+def test_decode_scores_every_utterance(trained, corpus, tmp_path):
+    """fairseq's batch_by_size with required_batch_size_multiple=8 (fairseq-generate's default) drops
+    the last len % 8 utterances; the decode command must score all of them."""
+    import shutil
+
+    sub = tmp_path / "odd"
+    sub.mkdir()
+    for f in corpus.glob("dict.*"):
+        shutil.copy(f, sub)
+    tsv = (corpus / "test.tsv").read_text().splitlines()
+    (sub / "test.tsv").write_text("\n".join(tsv[:12]) + "\n")  # root + 11 utterances
+    for ext in ("ltr", "wrd"):
+        (sub / f"test.{ext}").write_text("\n".join((corpus / f"test.{ext}").read_text().splitlines()[:11]) + "\n")
+    out, rows = _decode(tmp_path, "odd", "--checkpoint", str(trained), "--data", str(sub), "--split", "test")
+    assert rows[1].split("\t")[5] == "11"
+    assert len((out / "hypo.word").read_text().splitlines()) == 11
 
 
 def test_exported_checkpoint_decodes_identically(trained, corpus, tmp_path):

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--nbest", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--cpu", action="store_true", help="stay on CPU even if CUDA is available")
+    ap.add_argument("--sparse-kernels", choices=("csr", "2:4"), default=None,
+                    help="run the pruned transformer linears on sparse kernels (csr: CPU/GPU; 2:4: GPU, "
+                         "with --fp16, for ranking=2:4 models); see BENCHMARKS.md for when it pays off")
+    ap.add_argument("--fp16", action="store_true", help="half-precision inference (GPU)")
     return ap
 
 
@@ -78,14 +82,20 @@ def emissions_of(model, task, split: str, batch_size: int, device) -> List[Dict]
     out = []
     t0 = time.perf_counter()
     # fairseq's own batching (length-sorted, as fairseq-generate with --batch-size): padding changes
-    # wav2vec 2.0 outputs (group norm over time), so identical batches give identical hypotheses
+    # wav2vec 2.0 outputs (group norm over time), so identical batches give identical hypotheses.
+    # required_batch_size_multiple=1: with fairseq-generate's default of 8, fairseq's batch_by_size
+    # silently drops the last len % 8 utterances of a split (fairseq-generate needs
+    # --required-batch-size-multiple 1 to score every utterance, and then matches this command).
     itr = task.get_batch_iterator(dataset=ds, max_tokens=None, max_sentences=batch_size,
-                                  max_positions=(sys.maxsize, sys.maxsize), required_batch_size_multiple=8,
+                                  max_positions=(sys.maxsize, sys.maxsize), required_batch_size_multiple=1,
                                   seed=1, num_shards=1, shard_id=0, num_workers=0).next_epoch_itr(shuffle=False)
     for s in tqdm(itr, desc=f"forward {split}", unit="batch", file=sys.stderr, leave=False):
-        net_input = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in s["net_input"].items()}
-        net_out = model(**net_input)
-        lp = model.get_normalized_probs(net_out, log_probs=True).transpose(0, 1).float().cpu()  # B x T x V
+        dtype = next(model.parameters()).dtype
+        net_input = {k: (v.to(device, dtype) if torch.is_tensor(v) and v.is_floating_point()
+                         else v.to(device) if torch.is_tensor(v) else v) for k, v in s["net_input"].items()}
+        with torch.inference_mode():
+            net_out = model(**net_input)
+            lp = model.get_normalized_probs(net_out, log_probs=True).transpose(0, 1).float().cpu()  # B x T x V
         pad = net_out["padding_mask"]
         for b in range(lp.size(0)):
             T = lp.size(1) if pad is None else int((~pad[b]).sum())
@@ -95,6 +105,9 @@ def emissions_of(model, task, split: str, batch_size: int, device) -> List[Dict]
             out.append({"id": int(s["id"][b]), "emissions": lp[b, :T].contiguous(),
                         "target": tgt[tgt != d.pad()].tolist(), "seconds": n / task.cfg.sample_rate})
     out.sort(key=lambda u: u["id"])
+    if len(out) != len(ds):
+        raise RuntimeError(f"decoded {len(out)} of the {len(ds)} utterances of {split!r}: fairseq's batching "
+                           "dropped some; nothing was scored")
     for u in out:
         u["forward_seconds"] = (time.perf_counter() - t0) / len(out)
     return out
@@ -159,6 +172,14 @@ def _main(args) -> int:
     del state
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     model = models[0].eval().to(device)
+    if args.fp16:
+        model = model.half()
+    if args.sparse_kernels:
+        from ..sparse_kernels import sparsify_linears
+
+        done = sparsify_linears(model, args.sparse_kernels)
+        print(f"[decode] {len(done)} linear layers on {args.sparse_kernels} kernels "
+              f"(mean sparsity {sum(done.values()) / len(done):.3f})", flush=True)
     _check_dictionary(task, args.data, model)
     d = task.target_dictionary
     print(f"[decode] {args.checkpoint} on {args.data}/{args.split} ({device})", flush=True)

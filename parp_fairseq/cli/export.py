@@ -10,6 +10,11 @@ refuses to load by default; the export drops it (fairseq then reads ``dict.<labe
 under ``task_state.parp_dictionary``. The optimizer state is dropped too.
 
     parp-fairseq-export parp/checkpoint_best.pt parp/stock.pt
+    parp-fairseq-export parp/checkpoint_best.pt parp/small.pt --compress [--values-dtype fp16]
+
+``--compress`` stores each pruned tensor as a bitmask plus its kept values (a 70%-sparse fp32
+tensor shrinks ~3x). parp_fairseq's loaders (decode, mask, export) read such files directly;
+``parp-fairseq-export small.pt stock.pt --decompress`` turns one back into a plain stock checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +26,12 @@ from typing import List, Optional
 
 from omegaconf import OmegaConf
 
-from ..checkpoints import DENSE_CTC, PRETRAINED, checkpoint_kind, effective_weights, load_checkpoint, model_name
+import os
+
+import torch
+
+from ..checkpoints import (COMPRESSED, DENSE_CTC, PRETRAINED, checkpoint_kind, compress_state_dict,
+                           effective_weights, load_checkpoint, model_name)
 from ..fsutil import atomic_torch_save
 
 _STOCK = {"model": "wav2vec_ctc", "task": "audio_finetuning", "criterion": "ctc"}
@@ -66,9 +76,23 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="parp_wav2vec_ctc checkpoint (pruned or dense)")
     ap.add_argument("out", help="stock wav2vec_ctc checkpoint to write")
+    ap.add_argument("--compress", action="store_true",
+                    help="store pruned tensors as bitmask + kept values (read by parp_fairseq's loaders)")
+    ap.add_argument("--values-dtype", choices=("fp32", "fp16", "bf16"), default=None,
+                    help="with --compress: dtype of the stored weights (default: as trained)")
+    ap.add_argument("--decompress", action="store_true",
+                    help="CHECKPOINT is a --compress export: write it back as a plain stock checkpoint")
     args = ap.parse_args(argv)
     try:
-        state = load_checkpoint(args.checkpoint)
+        if args.values_dtype and not args.compress:
+            raise ValueError("--values-dtype only applies with --compress")
+        state = load_checkpoint(args.checkpoint)  # decompresses a --compress file
+        if args.decompress:
+            if model_name(state) != "wav2vec_ctc":
+                raise ValueError(f"--decompress expects an exported checkpoint, got model {model_name(state)!r}")
+            atomic_torch_save(state, args.out)
+            print(f"wrote {args.out}: plain stock wav2vec_ctc ({os.path.getsize(args.out) / 2**20:.1f} MiB)")
+            return 0
         name = model_name(state)
         if checkpoint_kind(state) == PRETRAINED:
             raise ValueError(f"{args.checkpoint} is a pretrained {name!r} checkpoint, not a "
@@ -76,13 +100,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         if name == "wav2vec_ctc":
             raise ValueError(f"{args.checkpoint} is already a stock wav2vec_ctc checkpoint")
         out = squash(state)
+        if args.compress:
+            dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.values_dtype)
+            out["model"] = compress_state_dict(out["model"], dt)
+            out[COMPRESSED] = {"format": 1, "values_dtype": args.values_dtype or "as trained"}
         atomic_torch_save(out, args.out)
     except (ValueError, FileNotFoundError) as e:
         print(f"parp-fairseq-export: error: {e}", file=sys.stderr)
         return 2
     n_masked = sum(k.endswith("_mask") for k in state["model"])
     print(f"wrote {args.out}: stock wav2vec_ctc, {n_masked} masks squashed into the weights"
-          + (" (dense model)" if checkpoint_kind(state) == DENSE_CTC else ""))
+          + (" (dense model)" if checkpoint_kind(state) == DENSE_CTC else "")
+          + (f", compressed to {os.path.getsize(args.out) / 2**20:.2f} MiB" if args.compress else ""))
     return 0
 
 

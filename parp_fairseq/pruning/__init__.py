@@ -1,7 +1,7 @@
 """Pruning algorithms as pure functions on tensors (no fairseq import)."""
 from .magnitude import (  # noqa: F401
     RANKINGS, check_sparsity, magnitude_masks, masks_from_scores, num_to_prune,
-    random_masks,
+    check_nm_sparsity, nm_masks, parse_nm, random_masks,
 )
 from .maskfile import MaskFile, canonical_name, check_compatible, load_mask_file, save_mask_file  # noqa: F401
 from .schedule import imp_schedule, is_reprune_update, ramp_sparsity  # noqa: F401

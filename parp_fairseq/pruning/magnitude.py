@@ -7,6 +7,11 @@ Exact counts: every function removes exactly ``round(sparsity * n)`` entries of 
 group (``n`` = number of entries in the group), the same rounding as
 ``torch.nn.utils.prune``. Ties at the threshold are broken by position (earlier entries are
 removed first), so results are deterministic on every rank of a distributed job.
+
+Semi-structured ``N:M`` ranking (``"2:4"``): every run of ``M`` consecutive weights along the
+input dimension (the last one, as sparse tensor cores read them) keeps its ``N`` largest, so the
+sparsity is exactly ``1 - N/M`` in every row of every tensor and the pruned model can run with
+``torch.sparse.to_sparse_semi_structured`` on GPUs that support it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,54 @@ import torch
 
 Masks = Dict[str, torch.Tensor]
 
-RANKINGS = ("global", "layer", "tensor")
+RANKINGS = ("global", "layer", "tensor", "2:4")
 _LAYER_RE = re.compile(r"layers\.(\d+)\.")
+_NM_RE = re.compile(r"^(\d+):(\d+)$")
+
+
+def parse_nm(ranking: str):
+    """``"2:4" -> (2, 4)`` (keep N of every M); None for the unstructured rankings."""
+    m = _NM_RE.match(str(ranking))
+    if not m:
+        return None
+    n, m_ = int(m.group(1)), int(m.group(2))
+    if not 0 < n < m_:
+        raise ValueError(f"N:M ranking {ranking!r} must keep 0 < N < M weights of every M")
+    return n, m_
+
+
+def check_nm_sparsity(sparsity: float, ranking: str) -> None:
+    """An ``N:M`` ranking fixes the sparsity at ``1 - N/M``; anything else is a config mistake."""
+    nm = parse_nm(ranking)
+    if nm is not None and abs(float(sparsity) - (1 - nm[0] / nm[1])) > 1e-9:
+        raise ValueError(f"ranking {ranking} keeps {nm[0]} of every {nm[1]} weights, so sparsity must be "
+                         f"{1 - nm[0] / nm[1]:g}; got sparsity={sparsity}")
+
+
+def nm_masks(scores: Mapping[str, torch.Tensor], n: int, m: int,
+             keep: Optional[Mapping[str, torch.Tensor]] = None, absolute: bool = False) -> Masks:
+    """Keep the ``n`` highest scores of every ``m`` consecutive entries along the last dimension.
+
+    Args:
+        scores: name -> ``(out_features, in_features)``-like tensor; ``in_features % m == 0``.
+        keep: current masks (IMP): entries already removed rank lowest.
+    Returns:
+        name -> bool keep-mask, exactly ``n`` True in every group of ``m``.
+    """
+    out: Masks = {}
+    for name, sc in scores.items():
+        if sc.dim() < 2 or sc.shape[-1] % m:
+            raise ValueError(f"{name}: shape {tuple(sc.shape)} cannot be pruned {n}:{m}; the last "
+                             f"dimension must be a multiple of {m}")
+        s = sc.detach().float().reshape(-1, m)
+        if absolute:
+            s = s.abs()
+        if keep is not None:
+            s = torch.where(keep[name].reshape(-1, m).to(s.device, torch.bool), s, torch.full_like(s, float("-inf")))
+        idx = torch.topk(s, n, dim=1, sorted=False).indices
+        mask = torch.zeros_like(s, dtype=torch.bool).scatter_(1, idx, True)
+        out[name] = mask.view(sc.shape)
+    return out
 
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
@@ -51,8 +102,10 @@ def layer_of(name: str) -> str:
 
 def group_names(names: Iterable[str], ranking: str) -> "OrderedDict[str, List[str]]":
     """Partition parameter names into ranking groups (insertion order preserved)."""
-    if ranking not in RANKINGS:
-        raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
+    if ranking not in RANKINGS and parse_nm(ranking) is None:
+        raise ValueError(f"ranking must be one of {RANKINGS} (or N:M), got {ranking!r}")
+    if parse_nm(ranking) is not None:
+        ranking = "tensor"
     groups: "OrderedDict[str, List[str]]" = OrderedDict()
     for n in names:
         key = "all" if ranking == "global" else layer_of(n) if ranking == "layer" else n
@@ -103,6 +156,34 @@ def _smallest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
+def _tensorwise_masks_batched(scores: Mapping[str, torch.Tensor], sparsity: float, absolute: bool) -> Masks:
+    """Per-tensor ranking with one batched ``kthvalue`` per distinct shape (GPU: a handful of
+    kernels and one host sync per shape instead of several per tensor). Same masks as the
+    per-tensor path, ties included."""
+    by_shape: "OrderedDict[tuple, List[str]]" = OrderedDict()
+    for n, t in scores.items():
+        by_shape.setdefault((tuple(t.shape), t.device), []).append(n)
+    out: Masks = {}
+    for (shape, _), names in by_shape.items():
+        x = torch.stack([scores[n].detach().reshape(-1).float() for n in names])
+        if absolute:
+            x.abs_()
+        numel = x.shape[1]
+        k = num_to_prune(sparsity, numel)
+        if k <= 0 or k >= numel:
+            keep = torch.full_like(x, k <= 0, dtype=torch.bool)
+        else:
+            thr = torch.kthvalue(x, k, dim=1, keepdim=True).values
+            keep = x > thr
+            removed = numel - keep.sum(1)
+            bad = torch.nonzero(removed != k).flatten().tolist()  # ties at the threshold: exact path
+            for i in bad:
+                keep[i] = _smallest_k_mask(x[i], k)
+        for i, n in enumerate(names):
+            out[n] = keep[i].view(shape).clone()
+    return out
+
+
 def masks_from_scores(
     scores: Mapping[str, torch.Tensor],
     sparsity: float,
@@ -116,7 +197,8 @@ def masks_from_scores(
         scores: name -> importance tensor (any shape; e.g. ``|w|``).
         sparsity: fraction of entries removed in each group, in ``[0, 1)``.
         ranking: ``"global"`` (all tensors ranked together, as
-            ``prune.global_unstructured``), ``"layer"`` (per transformer layer) or ``"tensor"``.
+            ``prune.global_unstructured``), ``"layer"`` (per transformer layer), ``"tensor"``,
+            or ``"N:M"`` semi-structured (``"2:4"``; ``sparsity`` must be ``1 - N/M``).
         keep: optional current masks; entries already removed stay removed (IMP). ``sparsity``
             still counts over ALL entries, so it must be at least the current sparsity.
         absolute: rank ``|score|`` instead of ``score`` (no extra copy of the tensors).
@@ -127,6 +209,12 @@ def masks_from_scores(
     check_sparsity(sparsity)
     if not scores:
         raise ValueError("no tensors to prune: the target pattern matched no parameter")
+    nm = parse_nm(ranking)
+    if nm is not None:
+        check_nm_sparsity(sparsity, ranking)
+        return nm_masks(scores, nm[0], nm[1], keep=keep, absolute=absolute)
+    if ranking == "tensor" and keep is None and all(t.is_cuda for t in scores.values()):
+        return _tensorwise_masks_batched(scores, sparsity, absolute)
     out: Masks = {}
     for gname, names in group_names(scores.keys(), ranking).items():
         flat = torch.cat([scores[n].detach().reshape(-1).float() for n in names])

@@ -129,6 +129,7 @@ class ScoreMasker:
         for t in targets:
             w = getattr(t.module, t.param)
             parametrize.register_parametrization(t.module, t.param, ScoreMask(w.detach(), self), unsafe=True)
+        self._score_list = [self._pm(t).scores for t in targets]  # for the per-forward staleness check
 
     def _pm(self, t: Target) -> ScoreMask:
         return t.module.parametrizations[t.param][0]
@@ -165,7 +166,7 @@ class ScoreMasker:
 
     # -- masks ------------------------------------------------------------------------------------
     def _score_versions(self) -> List[int]:
-        return [self._pm(t).scores._version for t in self.targets]
+        return [s._version for s in self._score_list]
 
     def refresh_if_stale(self) -> None:
         if self._score_versions() != self._versions:

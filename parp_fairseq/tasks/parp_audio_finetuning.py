@@ -8,6 +8,7 @@ Hooks only, no trainer fork: ``optimizer_step`` (fixed masks stay exact, PARP re
 
 
 import math
+import os
 import weakref
 from dataclasses import dataclass, field
 from typing import Optional
@@ -33,6 +34,11 @@ class ParpAudioFinetuningConfig(AudioFinetuningConfig):
     ctc_word_score: float = field(default=-1.0, metadata={"help": "word insertion score"})
     ctc_sil_weight: float = field(default=0.0, metadata={"help": "silence weight"})
     ctc_unk_weight: float = field(default=-math.inf, metadata={"help": "unknown word weight"})
+    check_manifest: bool = field(
+        default=True,
+        metadata={"help": "when a split is loaded, check every audio file of its manifest (present, "
+                  "16 kHz mono, sample count as listed) and fail with the first bad line"},
+    )
 
 
 def unwrap(model):
@@ -85,6 +91,15 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
         super().__init__(cfg)
         self.building_from_checkpoint = False
         self._model_ref = None
+
+    def load_dataset(self, split: str, task_cfg=None, **kwargs):
+        data = (task_cfg or self.cfg).data
+        tsv = os.path.join(data, f"{split}.tsv")
+        if getattr(task_cfg or self.cfg, "check_manifest", True) and os.path.exists(tsv):
+            from ..data.speech import check_manifest
+
+            check_manifest(tsv)
+        return super().load_dataset(split, task_cfg, **kwargs)
 
     def build_model(self, model_cfg, from_checkpoint=False):
         self.building_from_checkpoint = from_checkpoint
