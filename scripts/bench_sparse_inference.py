@@ -64,29 +64,48 @@ def _time(fn, x, device) -> float:
 
 
 def _layer_bench(dev: str, dtype, args) -> list:
-    """Dense vs 2:4 vs CSR for the BASE transformer linears alone (GPU)."""
+    """Dense vs 2:4 (cuSPARSELt and CUTLASS backends) vs CSR for the BASE transformer linears alone."""
+    from torch.sparse import SparseSemiStructuredTensor
+
     from parp_fairseq.sparse_kernels import SparseLinear
 
-    tokens = args.batch * int(args.seconds * 50)  # 20 ms frames
     rows = []
-    for name, out_f, in_f in (("q/k/v/out_proj", 768, 768), ("fc1", 3072, 768), ("fc2", 768, 3072)):
-        lin = torch.nn.Linear(in_f, out_f).to(dev, dtype).eval()
-        x = torch.randn(tokens, in_f, device=dev, dtype=dtype)
-        with torch.no_grad():
-            lin24 = torch.nn.Linear(in_f, out_f).to(dev, dtype)
-            lin24.weight.copy_(lin.weight * magnitude_masks({"w": lin.weight}, 0.5, "2:4")["w"])
-            lin90 = torch.nn.Linear(in_f, out_f).to(dev, dtype)
-            lin90.weight.copy_(lin.weight * magnitude_masks({"w": lin.weight}, 0.9, "tensor")["w"])
-        fns = [lin, SparseLinear(lin24, "2:4"), SparseLinear(lin90, "csr")]
-        med = []
-        for f in fns:
-            ts = []
-            for it in range(3 + args.runs * 5):
-                dt, _ = _time(f, x, dev)
-                if it >= 3:
-                    ts.append(dt)
-            med.append(statistics.median(ts) * 1000)
-        rows.append((tokens, name, out_f, in_f, *med))
+    for tokens in sorted({args.batch * int(args.seconds * 50), 32768}):  # 20 ms frames
+        for name, out_f, in_f in (("q/k/v/out_proj", 768, 768), ("fc1", 3072, 768), ("fc2", 768, 3072)):
+            lin = torch.nn.Linear(in_f, out_f).to(dev, dtype).eval()
+            x = torch.randn(tokens, in_f, device=dev, dtype=dtype)
+            with torch.no_grad():
+                lin24 = torch.nn.Linear(in_f, out_f).to(dev, dtype)
+                lin24.weight.copy_(lin.weight * magnitude_masks({"w": lin.weight}, 0.5, "2:4")["w"])
+                lin90 = torch.nn.Linear(in_f, out_f).to(dev, dtype)
+                lin90.weight.copy_(lin.weight * magnitude_masks({"w": lin.weight}, 0.9, "tensor")["w"])
+            fns = [lin]
+            for cutlass in (False, True):
+                SparseSemiStructuredTensor._FORCE_CUTLASS = cutlass
+                try:
+                    fns.append(SparseLinear(lin24, "2:4"))
+                except Exception as e:  # a backend this build lacks
+                    print(f"[bench] 2:4 {'CUTLASS' if cutlass else 'cuSPARSELt'} unavailable: {e}", flush=True)
+                    fns.append(None)
+            SparseSemiStructuredTensor._FORCE_CUTLASS = False
+            fns.append(SparseLinear(lin90, "csr"))
+            med = []
+            for k, f in enumerate(fns):
+                if k == 2:
+                    SparseSemiStructuredTensor._FORCE_CUTLASS = True
+                ts = []
+                try:
+                    for it in range(3 + args.runs * 5) if f is not None else ():
+                        dt, _ = _time(f, x, dev)
+                        if it >= 3:
+                            ts.append(dt)
+                except RuntimeError as e:  # e.g. CUTLASS 2:4 kernels exist for sm_8x only
+                    print(f"[bench] {name}: variant {k} failed: {str(e)[:120]}", flush=True)
+                    ts = []
+                finally:
+                    SparseSemiStructuredTensor._FORCE_CUTLASS = False
+                med.append(statistics.median(ts) * 1000 if ts else float("nan"))
+            rows.append((tokens, name, out_f, in_f, *med))
     return rows
 
 
@@ -176,12 +195,12 @@ def main() -> int:
     lines += [f"| {s:g} | {r} | {p / 2**20:.1f} | {c / 2**20:.1f} | {p / c:.2f}x | {h / 2**20:.1f} | {p / h:.2f}x |"
               for s, r, p, c, h in sizes]
     if layer_rows:
-        lines += ["", f"One linear layer alone ({layer_rows[0][0]} tokens = batch x frames, fp16), median of "
+        lines += ["", f"One linear layer alone (tokens = batch x frames, fp16, eager, one call at a time), median of "
                   f"{args.runs * 5} calls:", "",
-                  "| layer | weight | dense ms | 2:4 ms | 2:4 speedup | csr s=0.9 ms | csr speedup |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {n} | {o}x{i} | {d:.3f} | {t:.3f} | {d / t:.2f}x | {c:.3f} | {d / c:.2f}x |"
-                  for _, n, o, i, d, t, c in layer_rows]
+                  "| tokens | layer | weight | dense ms | 2:4 cuSPARSELt ms | speedup | 2:4 CUTLASS ms | speedup "
+                  "| csr s=0.9 ms | speedup |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {tk} | {n} | {o}x{i} | {d:.3f} | {t:.3f} | {d / t:.2f}x | {t2:.3f} | {d / t2:.2f}x | {c:.3f} "
+                  f"| {d / c:.2f}x |" for tk, n, o, i, d, t, t2, c in layer_rows]
     text = "\n".join(lines) + "\n"
     print(text)
     update_markdown_section(args.out, f"bench_sparse_inference_{dev}", text,

@@ -1,17 +1,26 @@
 #!/usr/bin/env python
-"""The one-command demo: tiny wav2vec 2.0 pretrain -> dense finetune -> OMP / MPI / PARP pruning.
+"""The one-command demo: offline speech corpus -> small wav2vec 2.0 pretraining -> dense, OMP and PARP
+CTC finetuning at one sparsity -> Viterbi and KenLM decoding -> results table and plot.
 
-Everything runs on CPU through the real fairseq loops (``fairseq-hydra-train``): a synthetic tone
-corpus is generated, a 2-layer wav2vec 2.0 is pretrained with stock ``audio_pretraining``,
-finetuned with CTC, pruned with each method at one sparsity, decoded greedily on the held-out
-test speakers, and a results table is written (TSV + markdown). Finished steps are skipped.
+Everything runs on CPU through the real fairseq loops (``fairseq-hydra-train``) in ~12 minutes on
+2 cores:
+
+1. ``parp-fairseq-corpus build --tier small``: 11 synthesized languages + real recorded English/Dutch;
+2. stock ``audio_pretraining`` of a 4-layer wav2vec 2.0 on all languages (``configs/pretrain/small``);
+   ``--pretrained CKPT`` reuses one;
+3. English letter CTC finetuning (``configs/finetune/small``): dense; OMP (mask of the dense model,
+   finetuned from the pretrained init); PARP (MPI mask, re-pruned every 50 updates);
+4. a 4-gram KenLM + lexicon from the English text (test sentences held out);
+5. ``parp-fairseq-decode`` on the held-out synthetic speakers (Viterbi and KenLM) and on the real
+   LibriVox recordings.
+
+Finished steps are skipped on a rerun. Writes ``results.tsv``, ``results.md`` and ``results.png``.
 
     python scripts/demo.py --workdir exp/demo --sparsity 0.5
 """
 
-from __future__ import annotations
-
 import argparse
+import logging
 import subprocess
 import sys
 import time
@@ -24,16 +33,19 @@ sys.path.insert(0, str(REPO))
 
 from parp_fairseq._compat import hydra_train_cmd  # noqa: E402
 from parp_fairseq.cli import decode as decode_cli  # noqa: E402
-from parp_fairseq.cli import export as export_cli  # noqa: E402
 from parp_fairseq.cli import mask as mask_cli  # noqa: E402
-from parp_fairseq.data.tones import make_tone_corpus  # noqa: E402
+from parp_fairseq.data import speech  # noqa: E402
+from parp_fairseq.decoding import lm as lm_cli  # noqa: E402
+
+T0 = time.time()
 
 
 def step(msg: str) -> None:
-    print(f"\n=== [{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"\n=== [{time.strftime('%H:%M:%S')} +{time.time() - T0:.0f}s] {msg}", flush=True)
 
 
 def train(config_dir: str, name: str, save_dir: Path, *overrides: str) -> Path:
+    """fairseq-hydra-train, showing fairseq's own progress lines; skipped when done before."""
     ckpt = save_dir / "checkpoint_last.pt"
     if (save_dir / "DONE").exists():
         print(f"  (done before: {ckpt})")
@@ -41,80 +53,134 @@ def train(config_dir: str, name: str, save_dir: Path, *overrides: str) -> Path:
     cmd = hydra_train_cmd(REPO / config_dir, name, save_dir, *overrides)
     print("  $ " + " ".join(cmd), flush=True)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
-        for line in p.stdout:  # fairseq's own progress lines
-            if "][train_inner]" in line or "][valid]" in line or "Error" in line:
-                print("  " + line.split("] - ", 1)[-1].rstrip()[:200], flush=True)
+        tail = []
+        for line in p.stdout:
+            tail = (tail + [line])[-30:]
+            if "][train_inner]" in line or "][valid]" in line:
+                msg = line.split("] - ", 1)[-1]
+                keep = [kv for kv in msg.replace(" | ", ", ").split(", ")
+                        if kv.split("=")[0].split(" ")[0] in ("epoch", "loss", "uer", "wer", "num_updates",
+                                                                "accuracy", "sparsity", "valid")]
+                print("  " + ", ".join(keep).strip()[:160], flush=True)
     if p.returncode != 0:
-        raise SystemExit(f"training failed (exit {p.returncode}); full log in {save_dir}/hydra")
+        print("".join(tail), file=sys.stderr)
+        raise SystemExit(f"training failed (exit {p.returncode}); log: {save_dir}/hydra")
     (save_dir / "DONE").touch()
     return ckpt
 
 
-def evaluate(ckpt: Path, data: Path, out: Path, split: str = "test") -> dict:
-    """Viterbi decoding with parp-fairseq-decode; returns its summary row."""
-    if decode_cli.main(["--checkpoint", str(ckpt), "--data", str(data), "--split", split,
-                        "--results-dir", str(out)]) != 0:
-        raise SystemExit(f"decoding {ckpt} failed")
+def decode(ckpt: Path, data: Path, split: str, out: Path, lm: Path = None) -> dict:
+    if not (out / "summary.tsv").exists():
+        args = ["--checkpoint", str(ckpt), "--data", str(data), "--split", split, "--results-dir", str(out)]
+        if lm is not None:
+            args += ["--decoder", "kenlm", "--lm", str(lm / "lm.bin"), "--lexicon", str(lm / "lexicon.txt"),
+                     "--lm-weight", "2", "--word-score", "-1"]
+        if decode_cli.main(args) != 0:
+            raise SystemExit(f"decoding {ckpt} failed")
     hdr, row = [ln.split("\t") for ln in (out / "summary.tsv").read_text().splitlines()[:2]]
     r = dict(zip(hdr, row))
-    ref, hyp = (out / "ref.word").read_text().splitlines()[0], (out / "hypo.word").read_text().splitlines()[0]
+    ref = (out / "ref.word").read_text().splitlines()[0].rsplit(" (", 1)[0]
+    hyp = (out / "hypo.word").read_text().splitlines()[0].rsplit(" (", 1)[0]
     return {"wer": float(r["WER"]), "cer": float(r["CER"]), "example": (ref, hyp)}
 
 
-def main() -> int:
-    import logging
+def plot(rows, path: Path, sparsity: float) -> None:
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["method"] for r in rows]
+    keys = [("test_WER_viterbi", "test WER, Viterbi"), ("test_WER_kenlm", "test WER, 4-gram KenLM"),
+            ("test_CER", "test CER, Viterbi"), ("real_WER_kenlm", "real speech WER, KenLM")]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    w = 0.8 / len(keys)
+    for i, (k, label) in enumerate(keys):
+        ax.bar([j + i * w for j in range(len(rows))], [r[k] for r in rows], w, label=label)
+    ax.set_xticks([j + w * (len(keys) - 1) / 2 for j in range(len(rows))])
+    ax.set_xticklabels([f"{n}\n(s={r['actual_sparsity']:.2f})" for n, r in zip(names, rows)])
+    ax.set_ylabel("error rate (%)")
+    ax.set_title(f"small wav2vec 2.0, English letters: dense vs pruned at sparsity {sparsity}")
+    ax.set_ylim(0, 115)
+    ax.legend(fontsize=8, loc="upper center", ncol=4, framealpha=0.9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
     logging.basicConfig(level=logging.WARNING)
-    for name in ("fairseq", "parp_fairseq"):
+    for name in ("fairseq", "parp_fairseq", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="exp/demo")
+    ap.add_argument("--data", default=None, help="corpus folder (default: <workdir>/data)")
+    ap.add_argument("--tier", default="small", choices=sorted(speech.TIERS))
     ap.add_argument("--sparsity", type=float, default=0.5)
-    ap.add_argument("--updates", type=int, default=400, help="finetuning updates per method")
+    ap.add_argument("--pretrained", default=None, help="reuse this pretrained wav2vec 2.0 checkpoint")
+    ap.add_argument("--pretrain-updates", type=int, default=500)
+    ap.add_argument("--updates", type=int, default=500, help="finetuning updates per method")
     args = ap.parse_args()
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    s = args.sparsity
 
-    step("1/6 tone corpus (train 300 / valid 40 / test 40 utterances, test = unseen speakers)")
-    data = make_tone_corpus(work / "data", sizes={"train": 300, "valid": 40, "test": 40})
-    print(f"  {data}")
-    step("2/6 pretrain a tiny wav2vec 2.0 with stock audio_pretraining")
-    pt = train("configs/pretrain", "tiny", work / "pretrain", f"task.data={data}", "optimization.max_update=300")
-    ft = [f"task.data={data}", f"model.w2v_path={pt}", f"optimization.max_update={args.updates}",
-          "optimization.lr=[0.002]", "dataset.validate_interval_updates=100", "checkpoint.save_interval_updates=100"]
-    step("3/6 dense CTC finetuning")
-    dense = train("configs/finetune", "tiny", work / "dense", *ft)
-    step(f"4/6 OMP: mask of the finetuned model at sparsity {args.sparsity}, applied at the pretrained init")
-    omp_mask = work / f"omp_{args.sparsity}.pt"
-    if not omp_mask.exists() and mask_cli.main(["omp", "--checkpoint", str(dense), "--sparsity",
-                                                 str(args.sparsity), "--out", str(omp_mask)]) != 0:
+    step(f"1/6 offline speech corpus ({args.tier} tier: 11 synthesized languages + real recordings)")
+    try:
+        data = speech.prepare(args.data or work / "data", args.tier)
+    except speech.CorpusError as e:
+        raise SystemExit(f"demo: {e}")
+    en = data / "en"
+    step("2/6 pretrain a small wav2vec 2.0 on every language (stock audio_pretraining)")
+    if args.pretrained:
+        pt = Path(args.pretrained)
+        print(f"  reusing {pt}")
+    else:
+        pt = train("configs/pretrain", "small", work / "pretrain", f"task.data={data / 'pretrain'}",
+                   f"optimization.max_update={args.pretrain_updates}")
+    ft = [f"task.data={en}", f"model.w2v_path={pt}", f"optimization.max_update={args.updates}"]
+    step("3/6 dense CTC finetuning on English letters")
+    dense = train("configs/finetune", "small", work / "dense", *ft)
+    step(f"4/6 OMP (mask of the finetuned model at sparsity {s}, finetuned from the pretrained init) and PARP")
+    omp_mask = work / f"omp_{s}.pt"
+    if not omp_mask.exists() and mask_cli.main(["omp", "--checkpoint", str(dense), "--sparsity", str(s),
+                                                 "--out", str(omp_mask)]) != 0:
         return 2
-    omp = train("configs/finetune", "tiny", work / "omp", *ft, "pruning=omp", f"model.pruning.mask_path={omp_mask}")
-    step("5/6 MPI and PARP")
-    mpi = train("configs/finetune", "tiny", work / "mpi", *ft, "pruning=mpi", f"model.pruning.sparsity={args.sparsity}")
-    parp = train("configs/finetune", "tiny", work / "parp", *ft, "pruning=parp",
-                 f"model.pruning.sparsity={args.sparsity}", "model.pruning.reprune_interval=20")
-    export_cli.main([str(parp), str(work / "parp_stock.pt")])
+    omp = train("configs/finetune", "small", work / "omp", *ft, "pruning=omp", f"model.pruning.mask_path={omp_mask}")
+    parp = train("configs/finetune", "small", work / "parp", *ft, "pruning=parp", f"model.pruning.sparsity={s}")
 
-    step("6/6 Viterbi decoding of the test speakers (parp-fairseq-decode)")
+    step("5/6 4-gram KenLM + lexicon from the English text (test sentences held out)")
+    lm = work / "lm"
+    if not (lm / "lm.bin").exists() and lm_cli.main(["--text", str(en / "lm.txt"), "--out-dir", str(lm),
+                                                     "--order", "4", "--dict", str(en / "dict.ltr.txt")]) != 0:
+        return 2
+    step("6/6 decoding: held-out synthetic speakers (Viterbi, KenLM) and real LibriVox recordings (KenLM)")
     rows = []
-    for name, ck in [("dense", dense), ("omp", omp), ("mpi", mpi), ("parp", parp)]:
-        r = evaluate(ck, data, work / "decode" / name)
-        state = torch.load(ck, map_location="cpu", weights_only=True)
+    for name, ck in [("dense", dense), ("omp", omp), ("parp", parp)]:
+        vit = decode(ck, en, "test", work / "decode" / name / "test_viterbi")
+        klm = decode(ck, en, "test", work / "decode" / name / "test_kenlm", lm)
+        real = decode(ck, en, "real", work / "decode" / name / "real_kenlm", lm)
+        state = torch.load(ck, map_location="cpu", weights_only=False)
         actual = state["task_state"].get("parp_pruning", {}).get("sparsity", {}).get("global", 0.0)
-        rows.append((name, args.sparsity if name != "dense" else 0.0, actual, r["wer"], r["cer"], str(ck)))
-        print(f"  {name:6s} {r['example'][0]}  ->  {r['example'][1]}")
-    header = ("method", "target_sparsity", "actual_sparsity", "test_WER", "test_CER", "checkpoint")
+        rows.append({"method": name, "target_sparsity": s if name != "dense" else 0.0, "actual_sparsity": actual,
+                     "test_WER_viterbi": vit["wer"], "test_CER": vit["cer"], "test_WER_kenlm": klm["wer"],
+                     "real_WER_kenlm": real["wer"], "real_CER_viterbi": real["cer"], "checkpoint": str(ck)})
+        print(f"  {name:6s} ref: {klm['example'][0]}\n  {'':6s} hyp: {klm['example'][1]}")
+    cols = list(rows[0])
     with open(work / "results.tsv", "w") as f:
-        f.write("\t".join(header) + "\n")
+        f.write("\t".join(cols) + "\n")
         for r in rows:
-            f.write("\t".join(f"{x:.4f}" if isinstance(x, float) else str(x) for x in r) + "\n")
-    md = ["| method | target sparsity | actual sparsity | test WER % | test CER % |", "|---|---|---|---|---|"]
-    md += [f"| {r[0]} | {r[1]:.2f} | {r[2]:.4f} | {r[3]:.1f} | {r[4]:.1f} |" for r in rows]
+            f.write("\t".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n")
+    md = ["| method | target sparsity | actual sparsity | test WER % (Viterbi) | test CER % | test WER % (KenLM) "
+          "| real-speech WER % (KenLM) |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['method']} | {r['target_sparsity']:.2f} | {r['actual_sparsity']:.4f} | {r['test_WER_viterbi']:.1f} "
+           f"| {r['test_CER']:.1f} | {r['test_WER_kenlm']:.1f} | {r['real_WER_kenlm']:.1f} |" for r in rows]
     (work / "results.md").write_text("\n".join(md) + "\n")
+    plot(rows, work / "results.png", s)
     print("\n" + "\n".join(md))
-    print(f"\nresults: {work / 'results.tsv'}, {work / 'results.md'}  ({time.time() - t0:.0f} s)")
+    print(f"\nresults: {work / 'results.tsv'}, {work / 'results.md'}, {work / 'results.png'}  "
+          f"({time.time() - T0:.0f} s)")
     return 0
 
 

@@ -16,8 +16,8 @@ _COMMON = dict(normalize=False, apply_mask=False, mask_channel_prob=0.0, layerdr
                feature_grad_mult=0.0, freeze_finetune_updates=0, ddp_backend="legacy_ddp")
 
 
-def make_task(data):
-    cfg = OmegaConf.structured(ParpAudioFinetuningConfig(data=str(data), labels="ltr", seed=1, tpu=False))
+def make_task(data, labels: str = "ltr"):
+    cfg = OmegaConf.structured(ParpAudioFinetuningConfig(data=str(data), labels=labels, seed=1, tpu=False))
     with open_dict(cfg):
         cfg._name = "parp_audio_finetuning"
     return tasks.setup_task(cfg)

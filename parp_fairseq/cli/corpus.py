@@ -38,7 +38,10 @@ def check_all(root: Path) -> None:
             speech.check_manifest(d / f"{split}.tsv")
             for label in ("phn", "ltr"):
                 if (d / f"dict.{label}.txt").exists():
-                    speech.check_labels(d, split, label)
+                    unk = speech.check_labels(d, split, label, allow_unknown=split == "real")
+                    if unk:
+                        print(f"[corpus] {lang}/real.{label}: {len(unk)} symbols outside the training inventory "
+                              f"(scored as <unk>): {' '.join(unk[:8])}")
     for split in ("train", "valid"):
         speech.check_manifest(root / "pretrain" / f"{split}.tsv")
     print(f"[corpus] checked every manifest, audio file and label file under {root}")

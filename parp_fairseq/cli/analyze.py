@@ -1,0 +1,205 @@
+"""``parp-fairseq-analyze``: compare pruning masks (languages, methods, seeds) - tables and plots.
+
+    parp-fairseq-analyze --masks nl=exp/nl/omp_0.5.pt es=exp/es/omp_0.5.pt ru=exp/ru/omp_0.5.pt \
+        --phones nl=data/small/nl/dict.phn.txt es=data/small/es/dict.phn.txt ru=data/small/ru/dict.phn.txt \
+        --out exp/analysis
+
+Inputs are mask files (``parp-fairseq-mask``) or pruned checkpoints (their masks are read). Writes to
+``--out`` (TSV + markdown + PNG):
+
+* ``iou.*``, ``overlap.*``: pairwise IoU / overlap matrices and heatmaps, with the same matrices for
+  random masks of the same per-tensor sparsity (``random_iou.*``) - the baseline of every figure;
+* ``layer_sparsity.*``: sparsity per transformer layer for every mask (bars: which layers are pruned most);
+* ``layer_cosine.*``: per-layer cosine similarity of every pair of masks (and of their random twins);
+* with ``--phones``: the Pearson correlation over language pairs between mask IoU and phonetic
+  similarity (Jaccard of the phone inventories), for the masks and for the random baseline;
+* ``summary.md``: all tables in one page.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..fsutil import atomic_dir
+from ..pruning import analysis as A
+
+
+def _load(path: str) -> Dict:
+    from ..pruning.maskfile import load_mask_file
+
+    try:
+        return dict(load_mask_file(path).masks)
+    except ValueError:
+        from ..checkpoints import checkpoint_masks, load_checkpoint
+
+        masks = checkpoint_masks(load_checkpoint(path)["model"])
+        if not masks:
+            raise ValueError(f"{path} is neither a mask file nor a pruned checkpoint (it has no masks)")
+        return masks
+
+
+def _pairs(items: List[str], what: str) -> Dict[str, str]:
+    out = {}
+    for it in items:
+        name, sep, path = it.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{what} must be NAME=PATH, got {it!r}")
+        if name in out:
+            raise ValueError(f"{what}: name {name!r} given twice")
+        out[name] = path
+    return out
+
+
+def _table(names: List[str], matrix: List[List[float]], fmt: str = "{:.4f}") -> List[str]:
+    tsv = ["\t" + "\t".join(names)] + [n + "\t" + "\t".join(fmt.format(v) for v in row) for n, row in zip(names, matrix)]
+    return tsv
+
+
+def _md(names: List[str], matrix: List[List[float]], corner: str = "") -> str:
+    lines = [f"| {corner} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {n} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for n, row in zip(names, matrix)]
+    return "\n".join(lines)
+
+
+def _heatmap(path: Path, names: List[str], matrix: List[List[float]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.6 * len(names)))
+    im = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bars(path: Path, layers: List[str], series: Dict[str, List[float]], ylabel: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(layers) * max(1, len(series)) ** 0.5), 3.5))
+    w = 0.8 / max(1, len(series))
+    for i, (name, vals) in enumerate(series.items()):
+        ax.bar([j + i * w for j in range(len(layers))], vals, w, label=name)
+    ax.set_xticks([j + w * (len(series) - 1) / 2 for j in range(len(layers))], layers, rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=min(4, len(series)))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] = None, seed: int = 0) -> str:
+    names = list(masks)
+    if len(names) < 2:
+        raise ValueError("give at least two masks to compare")
+    rand = {n: A.random_like(m, seed + i) for i, (n, m) in enumerate(masks.items())}
+    ious, ovl, rious = A.pairwise(masks, A.iou), A.pairwise(masks, A.overlap), A.pairwise(rand, A.iou)
+    keep = {n: A.keep_fraction(m) for n, m in masks.items()}
+    expected = [[A.random_iou(keep[a], keep[b]) if a != b else 1.0 for b in names] for a in names]
+    lsp = {n: A.layer_sparsity(m) for n, m in masks.items()}
+    layers = list(next(iter(lsp.values())))
+    md = ["# Mask analysis", "", "Masks: " + ", ".join(f"`{n}` (sparsity {1 - keep[n]:.4f})" for n in names), "",
+          "## IoU of kept weights", "", _md(names, ious), "",
+          "Random masks with the same per-tensor sparsity (measured):", "", _md(names, rious), "",
+          "Random masks, expected value k_a k_b / (k_a + k_b - k_a k_b):", "", _md(names, expected), "",
+          "## Overlap (kept by both / all parameters)", "", _md(names, ovl), "",
+          "## Sparsity per layer", "",
+          "| layer | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    md += [f"| {lay} | " + " | ".join(f"{lsp[n][lay]:.3f}" for n in names) + " |" for lay in layers]
+    cos_rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            c, rc = A.layer_cosine(masks[a], masks[b]), A.layer_cosine(rand[a], rand[b])
+            cos_rows.append((f"{a}-{b}", c, rc))
+    clayers = list(cos_rows[0][1])
+    md += ["", "## Cosine similarity per layer (masks as 0/1 vectors; random twins in brackets)", "",
+           "| pair | " + " | ".join(clayers) + " |", "|---" * (len(clayers) + 1) + "|"]
+    md += [f"| {p} | " + " | ".join(f"{c[k]:.3f} ({rc[k]:.3f})" for k in clayers) + " |" for p, c, rc in cos_rows]
+    corr = None
+    if phones:
+        missing = [n for n in names if n not in phones]
+        if missing:
+            raise ValueError(f"--phones has no inventory for {missing}; give NAME=dict.phn.txt for every mask")
+        inv = {}
+        for n in names:
+            p = Path(phones[n])
+            if not p.is_file():
+                raise FileNotFoundError(f"phone inventory {p} does not exist")
+            inv[n] = {ln.split()[0] for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()}
+        psim = [[A.jaccard(inv[a], inv[b]) for b in names] for a in names]
+        x = A.upper_pairs(psim)
+        r_mask = A.pearson(x, A.upper_pairs(ious)) if len(x) >= 2 else float("nan")
+        r_rand = A.pearson(x, A.upper_pairs(rious)) if len(x) >= 2 else float("nan")
+        corr = (r_mask, r_rand, len(x))
+        md += ["", "## Mask similarity vs phonetic similarity", "",
+               "Phonetic similarity = Jaccard index of the phone inventories (dict.phn.txt):", "", _md(names, psim), "",
+               f"Pearson r over {len(x)} language pairs: mask IoU vs phonetic similarity = **{r_mask:.3f}**; "
+               f"random-mask baseline = {r_rand:.3f}."]
+    text = "\n".join(md) + "\n"
+    with atomic_dir(out, prefix=".analysis-") as tmp:
+        for fname, mat in (("iou", ious), ("overlap", ovl), ("random_iou", rious)):
+            (tmp / f"{fname}.tsv").write_text("\n".join(_table(names, mat)) + "\n")
+        _heatmap(tmp / "iou.png", names, ious, "IoU of kept weights")
+        _heatmap(tmp / "random_iou.png", names, rious, "IoU of random masks (same sparsity per tensor)")
+        _heatmap(tmp / "overlap.png", names, ovl, "overlap = kept by both / all params")
+        (tmp / "layer_sparsity.tsv").write_text(
+            "layer\t" + "\t".join(names) + "\n"
+            + "".join(f"{lay}\t" + "\t".join(f"{lsp[n][lay]:.4f}" for n in names) + "\n" for lay in layers))
+        _bars(tmp / "layer_sparsity.png", layers, {n: [lsp[n][lay] for lay in layers] for n in names},
+              "sparsity (fraction removed)", "sparsity per layer")
+        (tmp / "layer_cosine.tsv").write_text(
+            "pair\tmasks\t" + "\t".join(clayers) + "\n"
+            + "".join(f"{p}\t{kind}\t" + "\t".join(f"{d[k]:.4f}" for k in clayers) + "\n"
+                      for p, c, rc in cos_rows for kind, d in (("pruned", c), ("random", rc))))
+        _bars(tmp / "layer_cosine.png", clayers, {p: [c[k] for k in clayers] for p, c, _ in cos_rows},
+              "cosine similarity", "per-layer mask cosine similarity (random twins ~ keep fraction)")
+        if corr is not None:
+            (tmp / "phonetic_correlation.tsv").write_text(
+                f"pairs\tpearson_mask_iou\tpearson_random_iou\n{corr[2]}\t{corr[0]:.4f}\t{corr[1]:.4f}\n")
+        (tmp / "summary.md").write_text(text)
+    return text
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="parp-fairseq-analyze", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--masks", nargs="+", required=True, metavar="NAME=PATH",
+                    help="mask files or pruned checkpoints")
+    ap.add_argument("--phones", nargs="*", default=None, metavar="NAME=DICT",
+                    help="dict.phn.txt per mask name: correlate mask similarity with phonetic similarity")
+    ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random-mask baseline")
+    args = ap.parse_args(argv)
+    try:
+        paths = _pairs(args.masks, "--masks")
+        masks = {}
+        for n, p in paths.items():
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"{p} does not exist")
+            masks[n] = _load(p)
+        text = analyze(masks, Path(args.out), _pairs(args.phones, "--phones") if args.phones else None, args.seed)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"parp-fairseq-analyze: error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    print(f"wrote {args.out}/ (summary.md, *.tsv, *.png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

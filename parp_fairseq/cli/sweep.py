@@ -1,0 +1,399 @@
+"""``parp-fairseq-sweep``: methods x sparsities x languages x seeds, mask transfer, one tidy table.
+
+    parp-fairseq-sweep run --workdir exp/sweep --data-root data/small --pretrained PT.pt \
+        --langs nl es --methods omp parp imp s3router_p --sparsities 0.5 0.8 --seeds 1 \
+        --transfer nl:es es:nl -- optimization.max_update=400
+    parp-fairseq-sweep collect --workdir exp/sweep [--results-md RESULTS.md]
+
+``run`` trains every point with ``fairseq-hydra-train`` (``configs/finetune/<config-name>``), one run
+folder per point named by its settings (``<lang>/<method>_s<sparsity>_seed<seed>``; the dense model of
+a language is ``<lang>/dense_seed<seed>``). Finished points (``DONE``) are skipped, so an interrupted
+sweep resumes. Points that need another are ordered after it: OMP, IMP and S3-Router-P start from the
+dense model of their language; ``--transfer A:B`` finetunes language B with PARP starting from the OMP
+mask of language A (the cross-lingual mask transfer of the PARP paper; ``B:B`` is run too, as the
+same-language reference). With CUDA the world size is every visible GPU (``WORLD_SIZE`` or
+``--world-size`` override it) through fairseq's own distributed training; without, one CPU process.
+
+``collect`` decodes every finished point (Viterbi; test split, and the ``real`` recorded split where the
+language has one), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
+``transfer.tsv/md``, ``<lang>_vs_sparsity.png`` (error vs sparsity per method, dense as a reference
+line), ``layer_sparsity.png`` (which layers each method prunes most) and, with ``--results-md``, a
+section of that file with the exact commands that produced them.
+
+Methods: dense omp mpi random parp imp s3router s3router_p (see configs/finetune/pruning/).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .._compat import console_script, hydra_train_cmd
+
+METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
+NEEDS_DENSE = ("omp", "imp", "s3router_p")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def point_dir(work: Path, lang: str, method: str, sparsity: Optional[float], seed: int, src: str = "") -> Path:
+    if method == "dense":
+        return work / lang / f"dense_seed{seed}"
+    tag = f"parp_from_{src}" if src else method
+    return work / lang / f"{tag}_s{sparsity:g}_seed{seed}"
+
+
+def world_size_overrides(requested: Optional[int]) -> List[str]:
+    """fairseq distributed settings for this machine: all GPUs (or WORLD_SIZE), else one CPU process."""
+    import torch
+
+    n = requested or int(os.environ.get("WORLD_SIZE", 0) or 0)
+    if torch.cuda.is_available():
+        n = n or torch.cuda.device_count()
+        return ["common.cpu=false", f"distributed_training.distributed_world_size={n}"]
+    if n > 1:
+        raise ValueError(f"world size {n} asked for but no CUDA device is visible; CPU sweeps run one process")
+    return ["common.cpu=true", "distributed_training.distributed_world_size=1"]
+
+
+def _final_checkpoint(d: Path) -> Path:
+    return d / ("final_checkpoint.pt" if (d / "final_checkpoint.pt").exists() else "checkpoint_last.pt")
+
+
+def _run(cmd: List[str], d: Path, log) -> None:
+    log("  $ " + " ".join(shlex.quote(c) for c in cmd))
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "train.log", "a") as f:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in p.stdout:
+            f.write(line)
+            if "][valid]" in line:  # fairseq's own validation lines as progress
+                log("    " + line.split("] - ", 1)[-1].strip()[:150])
+        p.wait()
+    if p.returncode != 0:
+        raise RuntimeError(f"{d.name} failed (exit {p.returncode}); see {d / 'train.log'}")
+
+
+def run(args, log=print) -> int:
+    from . import mask as mask_cli
+
+    work = Path(args.workdir).resolve()
+    data_root = Path(args.data_root).resolve()
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; choose from {METHODS}")
+    for s in args.sparsities:
+        if not 0.0 < s < 1.0:
+            raise ValueError(f"sparsity {s} is out of range: it is the fraction REMOVED, in (0, 1)")
+    transfers = []
+    for t in args.transfer or []:
+        a, sep, b = t.partition(":")
+        if not sep or not a or not b:
+            raise ValueError(f"--transfer takes SRC:TGT language pairs, got {t!r}")
+        transfers.append((a, b))
+    langs = list(dict.fromkeys(list(args.langs) + [x for ab in transfers for x in ab]))
+    for lang in langs:
+        if not (data_root / lang / f"dict.{args.labels}.txt").exists():
+            raise FileNotFoundError(f"{data_root / lang}/dict.{args.labels}.txt missing: build the corpus with "
+                                    f"parp-fairseq-corpus build --out {data_root} --langs {lang}")
+    if not Path(args.pretrained).is_file():
+        raise FileNotFoundError(f"pretrained checkpoint {args.pretrained} does not exist")
+    work.mkdir(parents=True, exist_ok=True)
+    dist = world_size_overrides(args.world_size)
+    config_dir = Path(args.config_dir).resolve()
+    meta = {"command": "parp-fairseq-sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record else "",
+            "labels": args.labels, "data_root": str(data_root), "pretrained": str(Path(args.pretrained).resolve())}
+    (work / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+    def common(lang: str, seed: int) -> List[str]:
+        return [f"task.data={data_root / lang}", f"task.labels={args.labels}", f"model.w2v_path={meta['pretrained']}",
+                f"common.seed={seed}", *dist, *args.overrides]
+
+    def train(d: Path, lang: str, seed: int, *extra: str) -> Path:
+        if (d / "DONE").exists():
+            log(f"[sweep] {d.relative_to(work)}: done before")
+            return _final_checkpoint(d)
+        log(f"[sweep] {d.relative_to(work)}")
+        _run(hydra_train_cmd(config_dir, args.config_name, d, *common(lang, seed), *extra), d, log)
+        (d / "DONE").touch()
+        return _final_checkpoint(d)
+
+    def omp_mask(lang: str, seed: int, s: float) -> Path:
+        dense = train(point_dir(work, lang, "dense", None, seed), lang, seed)
+        path = work / lang / f"omp_mask_s{s:g}_seed{seed}.pt"
+        if not path.exists() and mask_cli.main(["omp", "--checkpoint", str(dense), "--sparsity", str(s),
+                                                 "--out", str(path), "--meta", f"lang={lang}"]) != 0:
+            raise RuntimeError(f"computing the OMP mask of {dense} failed")
+        return path
+
+    t0 = time.time()
+    for seed in args.seeds:
+        for lang in args.langs:
+            train(point_dir(work, lang, "dense", None, seed), lang, seed)
+            for method in args.methods:
+                for s in ([None] if method == "dense" else args.sparsities):
+                    if method == "dense":
+                        continue
+                    d = point_dir(work, lang, method, s, seed)
+                    dense = _final_checkpoint(point_dir(work, lang, "dense", None, seed))
+                    if method == "omp":
+                        train(d, lang, seed, "pruning=omp", f"model.pruning.mask_path={omp_mask(lang, seed, s)}")
+                    elif method == "imp":
+                        if (d / "DONE").exists():
+                            log(f"[sweep] {d.relative_to(work)}: done before")
+                            continue
+                        log(f"[sweep] {d.relative_to(work)} (rounds of {args.imp_rate:g})")
+                        _run([console_script("parp-fairseq-imp"), "--config-dir", str(config_dir), "--config-name",
+                              args.config_name, "--workdir", str(d), "--sparsity", str(s), "--rate", str(args.imp_rate),
+                              "--start-checkpoint", str(dense), "--", *common(lang, seed)], d, log)
+                        (d / "DONE").touch()
+                    elif method == "s3router_p":
+                        train(d, lang, seed, "pruning=s3router_p", f"model.pruning.sparsity={s}",
+                              f"model.pruning.init_from={dense}")
+                    else:
+                        train(d, lang, seed, f"pruning={method}", f"model.pruning.sparsity={s}")
+        for a, b in transfers:
+            for s in args.sparsities:
+                d = point_dir(work, b, "parp", s, seed, src=a)
+                train(d, b, seed, "pruning=parp", f"model.pruning.mask_path={omp_mask(a, seed, s)}",
+                      f"model.pruning.sparsity={s}")
+            if (b, b) not in transfers:  # the same-language reference of the transfer matrix
+                for s in args.sparsities:
+                    train(point_dir(work, b, "parp", s, seed, src=b), b, seed, "pruning=parp",
+                          f"model.pruning.mask_path={omp_mask(b, seed, s)}", f"model.pruning.sparsity={s}")
+    log(f"[sweep] all points trained ({time.time() - t0:.0f} s); next: parp-fairseq-sweep collect --workdir {work}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+def _points(work: Path) -> List[Dict]:
+    out = []
+    for d in sorted(work.glob("*/*_seed*")):
+        if not (d / "DONE").exists() or not d.is_dir():
+            continue
+        name = d.name
+        body, seed = name.rsplit("_seed", 1)
+        if body == "dense":
+            method, s, src = "dense", 0.0, ""
+        else:
+            tag, s = body.rsplit("_s", 1)
+            src = tag.split("parp_from_", 1)[1] if tag.startswith("parp_from_") else ""
+            method = "parp_transfer" if src else tag
+            s = float(s)
+        out.append({"dir": d, "lang": d.parent.name, "method": method, "target_sparsity": s, "seed": int(seed),
+                    "src": src, "checkpoint": _final_checkpoint(d)})
+    return out
+
+
+def _actual_sparsity(ckpt: Path) -> float:
+    import torch
+
+    from ..checkpoints import checkpoint_masks
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    masks = checkpoint_masks(state["model"])
+    if not masks:
+        return 0.0
+    removed = sum(int(m.numel() - m.sum()) for m in masks.values())
+    return removed / sum(m.numel() for m in masks.values())
+
+
+def _decode(p: Dict, data: Path, split: str) -> Dict:
+    from . import decode as decode_cli
+
+    out = p["dir"] / "decode" / f"{split}_viterbi"
+    if not (out / "summary.tsv").exists():
+        if decode_cli.main(["--checkpoint", str(p["checkpoint"]), "--data", str(data), "--split", split,
+                            "--results-dir", str(out)]) != 0:
+            raise RuntimeError(f"decoding {p['checkpoint']} on {split} failed")
+    hdr, row = [ln.split("\t") for ln in (out / "summary.tsv").read_text().splitlines()[:2]]
+    return dict(zip(hdr, row))
+
+
+def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = [r for r in rows if r["lang"] == lang and r["split"] == "test"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    dense = [r["unit_error"] for r in sel if r["method"] == "dense"]
+    if dense:
+        ax.axhline(sum(dense) / len(dense), color="k", ls="--", lw=1, label="dense")
+    for method in sorted({r["method"] for r in sel} - {"dense"}):
+        pts = sorted((r["target_sparsity"], r["unit_error"]) for r in sel if r["method"] == method)
+        by_s: Dict[float, List[float]] = {}
+        for s, e in pts:
+            by_s.setdefault(s, []).append(e)
+        xs = sorted(by_s)
+        ax.plot(xs, [sum(by_s[x]) / len(by_s[x]) for x in xs], marker="o", label=method)
+    ax.set_xlabel("sparsity (fraction removed)")
+    ax.set_ylabel(f"test {unit} (%)")
+    ax.set_title(f"{lang}: {unit} vs sparsity (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _layer_plot(points: List[Dict], path: Path) -> Optional[str]:
+    import torch
+
+    from ..checkpoints import checkpoint_masks
+    from ..pruning.analysis import layer_sparsity
+    from .analyze import _bars
+
+    pruned = [p for p in points if p["method"] != "dense"]
+    if not pruned:
+        return None
+    top = max(p["target_sparsity"] for p in pruned)
+    lang = sorted({p["lang"] for p in pruned})[0]
+    series = {}
+    for p in sorted(pruned, key=lambda p: p["method"]):
+        if p["target_sparsity"] != top or p["lang"] != lang or p["seed"] != pruned[0]["seed"]:
+            continue
+        masks = checkpoint_masks(torch.load(p["checkpoint"], map_location="cpu", weights_only=False)["model"])
+        if masks:
+            ls = layer_sparsity(masks)
+            series[p["method"] + (f"<-{p['src']}" if p["src"] else "")] = ls
+    if not series:
+        return None
+    layers = list(next(iter(series.values())))
+    _bars(path, layers, {k: [v[lay] for lay in layers] for k, v in series.items()}, "sparsity (fraction removed)",
+          f"{lang}: sparsity per layer at target {top:g}")
+    return f"{lang} at sparsity {top:g}"
+
+
+def collect(args, log=print) -> int:
+    from ..reporting import update_markdown_section
+
+    work = Path(args.workdir).resolve()
+    meta = json.loads((work / "sweep.json").read_text()) if (work / "sweep.json").exists() else {}
+    points = _points(work)
+    if not points:
+        raise FileNotFoundError(f"no finished sweep points under {work}; run `parp-fairseq-sweep run` first")
+    data_root = Path(meta.get("data_root", args.data_root or ""))
+    rows = []
+    from tqdm import tqdm
+
+    for p in tqdm(points, desc="decode points", unit="point", file=sys.stderr):
+        data = data_root / p["lang"]
+        actual = _actual_sparsity(p["checkpoint"])
+        for split in ("test", "real"):
+            if not (data / f"{split}.tsv").exists():
+                continue
+            r = _decode(p, data, split)
+            unit = [k for k in r if k in ("PER", "CER", "UER")][0]
+            rows.append({"lang": p["lang"], "method": p["method"], "mask_from": p["src"] or "-",
+                         "target_sparsity": p["target_sparsity"], "actual_sparsity": actual, "seed": p["seed"],
+                         "split": split, "decoder": "viterbi", "WER": r["WER"], "unit": unit,
+                         "unit_error": float(r[unit]), "checkpoint": str(p["checkpoint"])})
+    cols = ["lang", "method", "mask_from", "target_sparsity", "actual_sparsity", "seed", "split", "decoder", "WER",
+            "unit", "unit_error", "checkpoint"]
+    with open(work / "results.tsv", "w") as f:
+        f.write("\t".join(cols) + "\n")
+        for r in rows:
+            f.write("\t".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n")
+    unit = rows[0]["unit"]
+    langs = sorted({r["lang"] for r in rows})
+    # main table: method x sparsity rows, language columns (test split, mean over seeds)
+    keyset = sorted({(r["method"], r["target_sparsity"]) for r in rows if r["method"] != "parp_transfer"},
+                    key=lambda k: (k[1], k[0]))
+    md = [f"Test {unit} (%) on held-out speakers, Viterbi, mean over seeds; `real` = recorded speech.", "",
+          "| method | sparsity | " + " | ".join(langs) + " | " + " | ".join(f"{lg} real" for lg in langs
+                                                                           if any(r["lang"] == lg and r["split"] == "real" for r in rows)) + " |"]
+    real_langs = [lg for lg in langs if any(r["lang"] == lg and r["split"] == "real" for r in rows)]
+    md.append("|---|---|" + "---|" * (len(langs) + len(real_langs)))
+
+    def mean(method, s, lang, split):
+        v = [r["unit_error"] for r in rows if (r["method"], r["target_sparsity"], r["lang"], r["split"]) ==
+             (method, s, lang, split)]
+        return f"{sum(v) / len(v):.1f}" if v else "-"
+
+    for method, s in keyset:
+        md.append(f"| {method} | {s:g} | " + " | ".join(mean(method, s, lg, "test") for lg in langs) + " | "
+                  + " | ".join(mean(method, s, lg, "real") for lg in real_langs) + " |")
+    tr = [r for r in rows if r["method"] == "parp_transfer" and r["split"] == "test"]
+    if tr:
+        srcs = sorted({r["mask_from"] for r in tr})
+        tgts = sorted({r["lang"] for r in tr})
+        tmd = [f"PARP on the target language starting from the OMP mask of the source language: test {unit} (%) "
+               "and, in brackets, the change vs the target's own mask.", ""]
+        for s in sorted({r["target_sparsity"] for r in tr}):
+            tmd += [f"Sparsity {s:g}:", "", "| mask from \\ finetuned on | " + " | ".join(tgts) + " |",
+                    "|---|" + "---|" * len(tgts)]
+            for a in srcs:
+                cells = []
+                for b in tgts:
+                    v = [r["unit_error"] for r in tr if (r["mask_from"], r["lang"], r["target_sparsity"]) == (a, b, s)]
+                    own = [r["unit_error"] for r in tr if (r["mask_from"], r["lang"], r["target_sparsity"]) == (b, b, s)]
+                    cells.append("-" if not v else f"{sum(v) / len(v):.1f}" + (
+                        f" ({sum(v) / len(v) - sum(own) / len(own):+.1f})" if own else ""))
+                tmd.append(f"| {a} | " + " | ".join(cells) + " |")
+            tmd.append("")
+        (work / "transfer.md").write_text("\n".join(tmd) + "\n")
+        with open(work / "transfer.tsv", "w") as f:
+            f.write("mask_from\tfinetuned_on\ttarget_sparsity\tseed\tunit_error\n")
+            for r in tr:
+                f.write(f"{r['mask_from']}\t{r['lang']}\t{r['target_sparsity']:g}\t{r['seed']}\t{r['unit_error']:.4f}\n")
+        md += ["", "### Cross-lingual mask transfer", ""] + tmd
+    for lang in langs:
+        _plot_vs_sparsity(rows, lang, unit, work / f"{lang}_vs_sparsity.png")
+    which = _layer_plot(points, work / "layer_sparsity.png")
+    text = "\n".join(md) + "\n"
+    (work / "results.md").write_text(text)
+    log(text)
+    log(f"[sweep] wrote {work}/results.tsv, results.md, " + ", ".join(f"{lg}_vs_sparsity.png" for lg in langs)
+        + (f", layer_sparsity.png ({which})" if which else ""))
+    if args.results_md:
+        cmds = [c for c in (meta.get("command"), "parp-fairseq-sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                if c]
+        section = "\n".join([f"## Sweep: {work.name}", "", "```", *cmds, "```", "", text,
+                             f"Plots: {', '.join(f'`{work.name}/{lg}_vs_sparsity.png`' for lg in langs)}"
+                             + (f", `{work.name}/layer_sparsity.png`" if which else ""), ""])
+        update_markdown_section(args.results_md, f"sweep_{work.name}", section, title="# Results\n")
+        log(f"[sweep] updated {args.results_md}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="parp-fairseq-sweep", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train every point (resumable)")
+    r.add_argument("--workdir", required=True)
+    r.add_argument("--data-root", required=True, help="corpus root with one folder per language")
+    r.add_argument("--pretrained", required=True, help="pretrained wav2vec 2.0 checkpoint")
+    r.add_argument("--langs", nargs="+", required=True)
+    r.add_argument("--methods", nargs="+", default=["omp", "parp"], help=f"of {' '.join(METHODS)}")
+    r.add_argument("--sparsities", nargs="+", type=float, default=[0.5])
+    r.add_argument("--seeds", nargs="+", type=int, default=[1])
+    r.add_argument("--labels", default="phn", help="ltr (WER + CER) or phn (PER)")
+    r.add_argument("--transfer", nargs="*", default=None, metavar="SRC:TGT",
+                   help="PARP on TGT from the OMP mask of SRC (mask transfer matrix)")
+    r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction of remaining weights per round")
+    r.add_argument("--config-dir", default=str(REPO / "configs" / "finetune"))
+    r.add_argument("--config-name", default="small")
+    r.add_argument("--world-size", type=int, default=None, help="GPUs per run (default: all visible)")
+    r.add_argument("--no-record", dest="record", action="store_false", help=argparse.SUPPRESS)
+    r.add_argument("overrides", nargs="*", help="hydra overrides for every run (after --)")
+    c = sub.add_parser("collect", help="decode every finished point; tables and plots")
+    c.add_argument("--workdir", required=True)
+    c.add_argument("--data-root", default=None, help="default: as recorded by `run`")
+    c.add_argument("--results-md", default=None, help="also update a section of this markdown file (RESULTS.md)")
+    args = ap.parse_args(argv)
+    try:
+        return run(args) if args.cmd == "run" else collect(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"parp-fairseq-sweep: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Mask analysis as pure functions: similarity of pruning masks across languages / methods.
+
+Masks are ``{name: bool tensor}`` (``True`` = kept), as in mask files. Definitions (PARP paper, §5):
+
+* ``iou(a, b)``     = |kept_a ∩ kept_b| / |kept_a ∪ kept_b|
+* ``overlap(a, b)`` = |kept_a ∩ kept_b| / total parameters
+* per-layer cosine similarity of the masks as 0/1 vectors
+* random baseline: two independent uniformly random masks that keep fractions ``k_a`` and ``k_b``
+  have E[IoU] = k_a k_b / (k_a + k_b - k_a k_b) and E[overlap] = k_a k_b.
+"""
+
+import math
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import torch
+
+from .magnitude import layer_of
+
+Masks = Mapping[str, torch.Tensor]
+
+
+def _check_same(a: Masks, b: Masks) -> None:
+    if set(a) != set(b):
+        diff = sorted(set(a) ^ set(b))[:5]
+        raise ValueError(f"masks cover different parameters (e.g. {diff}); compare masks of one architecture")
+    for n in a:
+        if a[n].shape != b[n].shape:
+            raise ValueError(f"{n}: mask shapes differ {tuple(a[n].shape)} vs {tuple(b[n].shape)}")
+
+
+def _counts(a: Masks, b: Masks, names: Sequence[str]) -> Tuple[int, int, int, int, int]:
+    inter = union = ka = kb = total = 0
+    for n in names:
+        x, y = a[n].bool(), b[n].bool()
+        inter += int(torch.count_nonzero(x & y))
+        union += int(torch.count_nonzero(x | y))
+        ka += int(torch.count_nonzero(x))
+        kb += int(torch.count_nonzero(y))
+        total += x.numel()
+    return inter, union, ka, kb, total
+
+
+def iou(a: Masks, b: Masks) -> float:
+    """Intersection over union of the KEPT weights of two masks (1.0 = identical)."""
+    _check_same(a, b)
+    inter, union, *_ = _counts(a, b, list(a))
+    return inter / union if union else 1.0
+
+
+def overlap(a: Masks, b: Masks) -> float:
+    """Weights kept by both masks, as a fraction of all masked parameters."""
+    _check_same(a, b)
+    inter, _, _, _, total = _counts(a, b, list(a))
+    return inter / total
+
+
+def random_iou(keep_a: float, keep_b: float) -> float:
+    """Expected IoU of two independent random masks keeping fractions ``keep_a`` / ``keep_b``."""
+    denom = keep_a + keep_b - keep_a * keep_b
+    return keep_a * keep_b / denom if denom else 1.0
+
+
+def keep_fraction(m: Masks) -> float:
+    kept = sum(int(torch.count_nonzero(t)) for t in m.values())
+    return kept / sum(t.numel() for t in m.values())
+
+
+def pairwise(masks: Mapping[str, Masks], fn) -> List[List[float]]:
+    """``fn`` over every pair of ``masks`` (a symmetric matrix, in the mapping's order)."""
+    names = list(masks)
+    out = [[0.0] * len(names) for _ in names]
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if j < i:
+                out[i][j] = out[j][i]
+            else:
+                out[i][j] = fn(masks[a], masks[b])
+    return out
+
+
+def layer_sparsity(m: Masks) -> "OrderedDict[str, float]":
+    """Sparsity (fraction removed) per transformer layer (``layers.N``) and overall."""
+    removed: "OrderedDict[str, List[int]]" = OrderedDict()
+    for n, t in m.items():
+        r = removed.setdefault(layer_of(n), [0, 0])
+        r[0] += t.numel() - int(torch.count_nonzero(t))
+        r[1] += t.numel()
+    out = OrderedDict((k, v[0] / v[1]) for k, v in removed.items())
+    out["all"] = sum(v[0] for v in removed.values()) / sum(v[1] for v in removed.values())
+    return out
+
+
+def layer_cosine(a: Masks, b: Masks) -> "OrderedDict[str, float]":
+    """Cosine similarity of two masks as 0/1 vectors, per transformer layer."""
+    _check_same(a, b)
+    groups: "OrderedDict[str, List[str]]" = OrderedDict()
+    for n in a:
+        groups.setdefault(layer_of(n), []).append(n)
+    out = OrderedDict()
+    for g, names in groups.items():
+        inter, _, ka, kb, _ = _counts(a, b, names)
+        out[g] = inter / math.sqrt(ka * kb) if ka and kb else 0.0
+    return out
+
+
+def random_like(m: Masks, seed: int) -> Dict[str, torch.Tensor]:
+    """A random mask with the same number of kept weights per tensor as ``m`` (a baseline)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for n, t in m.items():
+        k = int(torch.count_nonzero(t))
+        perm = torch.randperm(t.numel(), generator=gen)
+        flat = torch.zeros(t.numel(), dtype=torch.bool)
+        flat[perm[:k]] = True
+        out[n] = flat.view(t.shape)
+    return out
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation coefficient (nan when either side is constant)."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"pearson needs two equal-length sequences of >= 2 values, got {len(x)} and {len(y)}")
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in x))
+    sy = math.sqrt(sum((b - my) ** 2 for b in y))
+    return sxy / (sx * sy) if sx and sy else float("nan")
+
+
+def upper_pairs(matrix: List[List[float]]) -> List[float]:
+    """The values above the diagonal (each unordered pair once)."""
+    return [matrix[i][j] for i in range(len(matrix)) for j in range(i + 1, len(matrix))]

@@ -1,0 +1,82 @@
+"""Mask analysis: IoU / overlap / per-layer tables against hand counts, random baselines, the CLI."""
+
+import math
+
+import pytest
+import torch
+
+from parp_fairseq.cli import analyze as analyze_cli
+from parp_fairseq.pruning import MaskFile, magnitude_masks, random_masks, save_mask_file
+from parp_fairseq.pruning import analysis as A
+
+
+def _m(*rows):
+    return {"encoder.layers.0.fc1.weight": torch.tensor(rows[0], dtype=torch.bool),
+            "encoder.layers.1.fc1.weight": torch.tensor(rows[1], dtype=torch.bool)}
+
+
+def test_iou_overlap_cosine_by_hand():
+    a = _m([1, 1, 0, 0], [1, 0, 1, 0])
+    b = _m([1, 0, 1, 0], [1, 0, 1, 0])
+    # kept a: {0,1 | 4,6}, kept b: {0,2 | 4,6}: intersection 3, union 5, total 8
+    assert A.iou(a, b) == pytest.approx(3 / 5)
+    assert A.overlap(a, b) == pytest.approx(3 / 8)
+    assert A.iou(a, a) == 1.0
+    cos = A.layer_cosine(a, b)
+    assert cos["layers.0"] == pytest.approx(1 / 2) and cos["layers.1"] == pytest.approx(1.0)
+    ls = A.layer_sparsity(a)
+    assert ls == {"layers.0": 0.5, "layers.1": 0.5, "all": 0.5}
+
+
+def test_random_baseline_matches_expectation():
+    shapes = {f"encoder.layers.{i}.fc1.weight": torch.Size([200, 100]) for i in range(3)}
+    a = random_masks(shapes, 0.7, seed=1)
+    b = random_masks(shapes, 0.5, seed=2)
+    expected = A.random_iou(0.3, 0.5)
+    assert A.iou(a, b) == pytest.approx(expected, abs=0.01)
+    twin = A.random_like(a, seed=3)
+    assert all(int(twin[n].sum()) == int(a[n].sum()) for n in a)  # same per-tensor sparsity
+    # magnitude masks of correlated weights are far above the random baseline
+    w = {n: torch.randn(s, generator=torch.Generator().manual_seed(i)) for i, (n, s) in enumerate(shapes.items())}
+    w2 = {n: t + 0.1 * torch.randn(t.shape) for n, t in w.items()}
+    assert A.iou(magnitude_masks(w, 0.7), magnitude_masks(w2, 0.7)) > 2 * A.random_iou(0.3, 0.3)
+
+
+def test_pearson_and_errors():
+    assert A.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert A.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(A.pearson([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="equal-length"):
+        A.pearson([1], [1])
+    with pytest.raises(ValueError, match="different parameters"):
+        A.iou(_m([1, 0], [1, 0]), {"x": torch.ones(2, dtype=torch.bool)})
+
+
+def test_analyze_cli_writes_tables_and_plots(tmp_path, capsys):
+    shapes = {f"encoder.layers.{i}.{p}.weight": torch.Size([32, 16]) for i in range(2) for p in ("fc1", "fc2")}
+    base = {n: torch.randn(s, generator=torch.Generator().manual_seed(7)) for n, s in shapes.items()}
+    paths = []
+    for k, lang in enumerate(("nl", "es", "ru")):
+        w = {n: t + 0.3 * k * torch.randn(t.shape, generator=torch.Generator().manual_seed(k)) for n, t in base.items()}
+        p = tmp_path / f"{lang}.pt"
+        save_mask_file(p, MaskFile(magnitude_masks(w, 0.5), 0.5, "omp", "global"))
+        paths.append(f"{lang}={p}")
+    phones = []
+    for lang, inv in (("nl", "a b c d"), ("es", "a b c e"), ("ru", "x y c")):
+        d = tmp_path / f"dict.{lang}.txt"
+        d.write_text("".join(f"{s} 1\n" for s in inv.split()))
+        phones.append(f"{lang}={d}")
+    out = tmp_path / "analysis"
+    assert analyze_cli.main(["--masks", *paths, "--phones", *phones, "--out", str(out)]) == 0
+    for f in ("iou.tsv", "iou.png", "overlap.png", "random_iou.tsv", "layer_sparsity.tsv", "layer_sparsity.png",
+              "layer_cosine.tsv", "phonetic_correlation.tsv", "summary.md"):
+        assert (out / f).stat().st_size > 0, f
+    iou = [ln.split("\t") for ln in (out / "iou.tsv").read_text().splitlines()]
+    assert iou[1][1] == "1.0000" and 0.33 < float(iou[1][2]) < 1.0
+    assert "Pearson r over 3 language pairs" in (out / "summary.md").read_text()
+    # bad input: one clear error, nothing written
+    bad = tmp_path / "bad"
+    assert analyze_cli.main(["--masks", paths[0], "--out", str(bad)]) == 2
+    assert analyze_cli.main(["--masks", paths[0], "es", "--out", str(bad)]) == 2
+    assert "NAME=PATH" in capsys.readouterr().err
+    assert not bad.exists()

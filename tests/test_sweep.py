@@ -1,0 +1,57 @@
+"""parp-fairseq-sweep: real fairseq runs per point, resumable, one tidy table, transfer matrix, plots."""
+
+import csv
+import os
+
+import pytest
+
+from parp_fairseq.cli import sweep as sweep_cli
+
+
+def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    for lang in ("aa", "bb"):  # two "languages" sharing the tone corpus
+        os.symlink(corpus, root / lang)
+    work = tmp_path / "sweep"
+    args = ["run", "--workdir", str(work), "--data-root", str(root), "--pretrained", str(pretrained),
+            "--langs", "aa", "--methods", "omp", "parp", "--sparsities", "0.5", "--labels", "ltr",
+            "--config-name", "tiny", "--transfer", "aa:bb", "--", "optimization.max_update=20",
+            "checkpoint.save_interval_updates=20", "dataset.validate_interval_updates=20"]
+    assert sweep_cli.main(args) == 0
+    for d in ("aa/dense_seed1", "aa/omp_s0.5_seed1", "aa/parp_s0.5_seed1", "bb/dense_seed1",
+              "bb/parp_from_aa_s0.5_seed1", "bb/parp_from_bb_s0.5_seed1"):
+        assert (work / d / "DONE").exists(), d
+    stamp = (work / "aa/parp_s0.5_seed1/checkpoint_last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert sweep_cli.main(args) == 0  # resume: every point is skipped
+    assert capsys.readouterr().out.count("done before") == 6
+    assert (work / "aa/parp_s0.5_seed1/checkpoint_last.pt").stat().st_mtime_ns == stamp
+
+    results_md = tmp_path / "RESULTS.md"
+    assert sweep_cli.main(["collect", "--workdir", str(work), "--results-md", str(results_md)]) == 0
+    rows = list(csv.DictReader(open(work / "results.tsv"), delimiter="\t"))
+    assert {(r["lang"], r["method"]) for r in rows} == {
+        ("aa", "dense"), ("aa", "omp"), ("aa", "parp"), ("bb", "dense"), ("bb", "parp_transfer")}
+    for r in rows:
+        assert r["split"] == "test" and r["decoder"] == "viterbi" and r["unit"] == "CER"
+        assert float(r["actual_sparsity"]) == pytest.approx(float(r["target_sparsity"]), abs=1e-3), r
+        assert 0.0 <= float(r["unit_error"]) and os.path.exists(r["checkpoint"])
+    assert {r["mask_from"] for r in rows if r["method"] == "parp_transfer"} == {"aa", "bb"}
+    assert "| aa | " in (work / "transfer.md").read_text()
+    for png in ("aa_vs_sparsity.png", "bb_vs_sparsity.png", "layer_sparsity.png"):
+        assert (work / png).stat().st_size > 1000, png
+    text = results_md.read_text()
+    assert "parp-fairseq-sweep" in text and "| omp | 0.5 |" in text
+
+
+def test_sweep_bad_input(tmp_path, pretrained, capsys):
+    base = ["run", "--workdir", str(tmp_path / "w"), "--data-root", str(tmp_path), "--pretrained", str(pretrained),
+            "--langs", "xx"]
+    assert sweep_cli.main(base + ["--methods", "magic"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert sweep_cli.main(base + ["--sparsities", "1.5"]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert sweep_cli.main(base) == 2
+    assert "parp-fairseq-corpus build" in capsys.readouterr().err
+    assert sweep_cli.main(["collect", "--workdir", str(tmp_path / "none")]) == 2
