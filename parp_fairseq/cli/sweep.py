@@ -113,9 +113,13 @@ def run(args, log=print) -> int:
         return [f"task.data={data_root / lang}", f"task.labels={args.labels}", f"model.w2v_path={meta['pretrained']}",
                 f"common.seed={seed}", *dist, *args.overrides]
 
+    reported = set()
+
     def train(d: Path, lang: str, seed: int, *extra: str) -> Path:
         if (d / "DONE").exists():
-            log(f"[sweep] {d.relative_to(work)}: done before")
+            if d not in reported:
+                log(f"[sweep] {d.relative_to(work)}: done before")
+                reported.add(d)
             return _final_checkpoint(d)
         log(f"[sweep] {d.relative_to(work)}")
         _run(hydra_train_cmd(config_dir, args.config_name, d, *common(lang, seed), *extra), d, log)
