@@ -15,3 +15,54 @@ def update_markdown_section(path, name: str, text: str, title: str = "# Benchmar
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(new)
+
+
+def fairseq_log_curve(log_path, key: str = "loss"):
+    """``[(split, num_updates, value)]`` of ``key`` from a fairseq (hydra) training log: the
+    ``train_inner`` lines and the ``valid`` summaries."""
+    import re
+
+    out = []
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        if "][train_inner]" in line:
+            m, u = re.search(rf"\b{key}=([-0-9.e]+)", line), re.search(r"num_updates=(\d+)", line)
+            if m and u:
+                out.append(("train", int(u.group(1)), float(m.group(1))))
+        elif "][valid]" in line:
+            m, u = re.search(rf"\| {key} ([-0-9.e]+)", line), re.search(r"num_updates (\d+)", line)
+            if m and u:
+                out.append(("valid", int(u.group(1)), float(m.group(1))))
+    return out
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed), with matplotlib's own debug
+    logging quiet (fairseq configures the root logger)."""
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before the import: it logs at import
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curve(points, path, title: str, ylabel: str = "loss") -> None:
+    """Line plot of :func:`fairseq_log_curve` output (PNG)."""
+    plt = pyplot()
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for split, style in (("train", "-"), ("valid", "o--")):
+        pts = [(u, v) for s, u, v in points if s == split]
+        if pts:
+            ax.plot([u for u, _ in pts], [v for _, v in pts], style, label=split)
+    ax.set_xlabel("updates")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

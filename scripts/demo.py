@@ -36,6 +36,7 @@ from parp_fairseq.cli import decode as decode_cli  # noqa: E402
 from parp_fairseq.cli import mask as mask_cli  # noqa: E402
 from parp_fairseq.data import speech  # noqa: E402
 from parp_fairseq.decoding import lm as lm_cli  # noqa: E402
+from parp_fairseq.reporting import fairseq_log_curve, plot_curve  # noqa: E402
 
 T0 = time.time()
 
@@ -85,10 +86,9 @@ def decode(ckpt: Path, data: Path, split: str, out: Path, lm: Path = None) -> di
 
 
 def plot(rows, path: Path, sparsity: float) -> None:
-    import matplotlib
+    from parp_fairseq.reporting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [r["method"] for r in rows]
     keys = [("test_WER_viterbi", "test WER, Viterbi"), ("test_WER_kenlm", "test WER, 4-gram KenLM"),
@@ -137,8 +137,15 @@ def main() -> int:
         pt = Path(args.pretrained)
         print(f"  reusing {pt}")
     else:
+        t_pre = time.time()
         pt = train("configs/pretrain", "small", work / "pretrain", f"task.data={data / 'pretrain'}",
                    f"optimization.max_update={args.pretrain_updates}")
+        curve = fairseq_log_curve(work / "pretrain" / "hydra" / "hydra_train.log")
+        if curve:
+            plot_curve(curve, work / "pretrain_loss.png", "small wav2vec 2.0 pretraining (contrastive + diversity loss)")
+            v = [x for x in curve if x[0] == "valid"]
+            print(f"  pretraining: {time.time() - t_pre:.0f} s this run, valid loss "
+                  + " -> ".join(f"{x[2]:.2f}@{x[1]}" for x in v) + f"; curve: {work / 'pretrain_loss.png'}")
     ft = [f"task.data={en}", f"model.w2v_path={pt}", f"optimization.max_update={args.updates}"]
     step("3/6 dense CTC finetuning on English letters")
     dense = train("configs/finetune", "small", work / "dense", *ft)

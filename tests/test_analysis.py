@@ -80,3 +80,17 @@ def test_analyze_cli_writes_tables_and_plots(tmp_path, capsys):
     assert analyze_cli.main(["--masks", paths[0], "es", "--out", str(bad)]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_fairseq_log_curve_parses_train_and_valid_lines(tmp_path):
+    from parp_fairseq.reporting import fairseq_log_curve, plot_curve
+
+    log = tmp_path / "hydra_train.log"
+    log.write_text(
+        "[2026-11-23 00:24:53][train_inner][INFO] - epoch 001:     25 / 232 loss=8.138, ntokens=377.44, num_updates=25, lr=1e-3\n"
+        "[2026-11-23 00:24:58][valid][INFO] - epoch 001 | valid on 'valid' subset | loss 6.623 | ntokens 349 | num_updates 100\n"
+        "[2026-11-23 00:24:59][fairseq_cli.train][INFO] - done training\n")
+    pts = fairseq_log_curve(log)
+    assert pts == [("train", 25, 8.138), ("valid", 100, 6.623)]
+    plot_curve(pts, tmp_path / "c.png", "t")
+    assert (tmp_path / "c.png").stat().st_size > 1000

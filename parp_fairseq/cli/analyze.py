@@ -64,10 +64,9 @@ def _md(names: List[str], matrix: List[List[float]], corner: str = "") -> str:
 
 
 def _heatmap(path: Path, names: List[str], matrix: List[List[float]], title: str) -> None:
-    import matplotlib
+    from ..reporting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.6 * len(names)))
     im = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1)
@@ -84,10 +83,9 @@ def _heatmap(path: Path, names: List[str], matrix: List[List[float]], title: str
 
 
 def _bars(path: Path, layers: List[str], series: Dict[str, List[float]], ylabel: str, title: str) -> None:
-    import matplotlib
+    from ..reporting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(layers) * max(1, len(series)) ** 0.5), 3.5))
     w = 0.8 / max(1, len(series))

@@ -219,10 +219,9 @@ def _decode(p: Dict, data: Path, split: str) -> Dict:
 
 
 def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path) -> None:
-    import matplotlib
+    from ..reporting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sel = [r for r in rows if r["lang"] == lang and r["split"] == "test"]
     fig, ax = plt.subplots(figsize=(6, 4))
