@@ -11,7 +11,7 @@ from parp_fairseq.checkpoints import compress_state_dict, decompress_state_dict,
 from parp_fairseq.cli import decode as decode_cli
 from parp_fairseq.cli import export as export_cli
 from parp_fairseq.pruning import magnitude_masks, masks_from_scores, nm_masks, random_masks
-from parp_fairseq.pruning.magnitude import _tensorwise_masks_batched
+from parp_fairseq.pruning.magnitude import _tensorwise_masks_batched, kth_smallest_rows
 from parp_fairseq.sparse_kernels import SparseLinear, sparsify_linears
 
 
@@ -48,6 +48,18 @@ def test_batched_per_tensor_ranking_equals_the_per_tensor_path():
         a = _tensorwise_masks_batched(sc, s, absolute=True)
         b = masks_from_scores(sc, s, "tensor", absolute=True)
         assert all(torch.equal(a[k], b[k]) for k in sc), s
+
+
+def test_kth_smallest_rows_is_exact_on_large_rows_with_ties():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 100_000, generator=g).abs()  # > 4 x the sample: the bracketed path
+    x[2] = torch.randint(0, 50, (100_000,), generator=g).float()  # heavy ties
+    for k in (1, 10, 50_000, 99_999, 100_000):
+        assert torch.equal(kth_smallest_rows(x, k), torch.kthvalue(x, k, dim=1).values), k
+    sc = {f"w{i}": x[i].view(200, 500) for i in range(4)}
+    for s in (0.1, 0.9):
+        a, b = _tensorwise_masks_batched(sc, s, False), masks_from_scores(sc, s, "tensor")
+        assert all(torch.equal(a[n], b[n]) for n in sc)
 
 
 def test_parp_with_2to4_ranking_stays_2to4(task, pretrained, sample):

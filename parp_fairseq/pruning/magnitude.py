@@ -156,6 +156,40 @@ def _smallest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
+def kth_smallest_rows(x: torch.Tensor, k: int, sample: int = 1 << 14) -> torch.Tensor:
+    """``torch.kthvalue(x, k, dim=1).values`` of a ``(rows, n)`` tensor, exactly, without a
+    per-row selection over all ``n`` entries (CUDA's kthvalue along a dim runs one block per row:
+    13 ms for 48 x 590K on an H100).
+
+    A fixed-seed sample of every row brackets the k-th value (+-4 standard errors); the entries
+    inside the brackets (~2%) are gathered in one pass and sorted per row. Rows whose bracket
+    misses (rare) fall back to ``kthvalue``.
+    """
+    rows, n = x.shape
+    if n <= 4 * sample:
+        return torch.kthvalue(x, k, dim=1).values
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    idx = torch.randint(0, n, (sample,), generator=gen).to(x.device)
+    probe = x[:, idx].sort(dim=1).values
+    q = k / n
+    delta = max(0.002, 4.0 * math.sqrt(max(q * (1 - q), 1e-6) / sample))
+    lo = probe[:, max(0, int((q - delta) * sample) - 1)].unsqueeze(1)
+    hi = probe[:, min(sample - 1, int((q + delta) * sample) + 1)].unsqueeze(1)
+    below = (x < lo).sum(1)
+    inside = (x >= lo) & (x <= hi)
+    count = inside.sum(1)
+    vals = x[inside]  # row-major: grouped by row
+    row = torch.repeat_interleave(torch.arange(rows, device=x.device), count)
+    order = torch.sort(vals, stable=True).indices
+    order = order[torch.sort(row[order], stable=True).indices]  # by row, then by value
+    ok = (below < k) & (k <= below + count)
+    pos = (torch.cumsum(count, 0) - count + (k - 1 - below)).clamp(0, max(vals.numel() - 1, 0))
+    out = vals[order][pos] if vals.numel() else torch.empty(rows, dtype=x.dtype, device=x.device)
+    for i in torch.nonzero(~ok).flatten().tolist():
+        out[i] = torch.kthvalue(x[i], k).values
+    return out
+
+
 def _tensorwise_masks_batched(scores: Mapping[str, torch.Tensor], sparsity: float, absolute: bool) -> Masks:
     """Per-tensor ranking with one batched ``kthvalue`` per distinct shape (GPU: a handful of
     kernels and one host sync per shape instead of several per tensor). Same masks as the
@@ -173,7 +207,7 @@ def _tensorwise_masks_batched(scores: Mapping[str, torch.Tensor], sparsity: floa
         if k <= 0 or k >= numel:
             keep = torch.full_like(x, k <= 0, dtype=torch.bool)
         else:
-            thr = torch.kthvalue(x, k, dim=1, keepdim=True).values
+            thr = kth_smallest_rows(x, k).unsqueeze(1)
             keep = x > thr
             removed = numel - keep.sum(1)
             bad = torch.nonzero(removed != k).flatten().tolist()  # ties at the threshold: exact path
