@@ -44,6 +44,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..fsutil import atomic_dir
+
 SAMPLE_RATE = 16000
 FILLETS = Path("/usr/share/games/fillets-ng")
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
@@ -327,8 +329,7 @@ def build_language(out: Path, lang: str, tier: Tier, seed: int, variants: Sequen
     test_pool, train_pool = pool[:n_test_pool], pool[n_test_pool:] or pool[:n_test_pool]
     rng = np.random.default_rng([seed, 303, sorted(LANGUAGES).index(lang)])
     final = out / lang
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{lang}-", dir=out))
-    try:
+    with atomic_dir(final, prefix=f".tmp-{lang}-") as tmp:
         jobs_list = []
         plan: Dict[str, List[Tuple[str, str, Speaker, int]]] = {}
         for split, n in zip(SPLITS, sizes):
@@ -374,12 +375,6 @@ def build_language(out: Path, lang: str, tier: Tier, seed: int, variants: Sequen
             test_set = set(test_pool)
             lm = [s for s in pool if s not in test_set]
             (tmp / "lm.txt").write_text("".join(s + "\n" for s in sorted(set(lm))))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -444,21 +439,13 @@ def add_real_split(out: Path, lang: str, pairs: List[Tuple[Path, str]], jobs: in
 def write_pretrain_manifest(out: Path, langs: Sequence[str]) -> Path:
     """``pretrain/{train,valid}.tsv``: the train / valid audio of every language (stock
     ``audio_pretraining`` reads them)."""
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-pretrain-", dir=out))
-    try:
+    with atomic_dir(out / "pretrain", prefix=".tmp-pretrain-") as tmp:
         for split in ("train", "valid"):
             rows = []
             for lang in langs:
                 rows += (out / lang / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
             (tmp / f"{split}.tsv").write_text(str(out) + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
-        final = out / "pretrain"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return out / "pretrain"
 
 
 # ----------------------------------------------------------------------------------------------
