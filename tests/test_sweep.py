@@ -55,3 +55,15 @@ def test_sweep_bad_input(tmp_path, pretrained, capsys):
     assert sweep_cli.main(base) == 2
     assert "parp-fairseq-corpus build" in capsys.readouterr().err
     assert sweep_cli.main(["collect", "--workdir", str(tmp_path / "none")]) == 2
+
+
+def test_point_names_round_trip(tmp_path):
+    for args, method, src in ((("nl", "parp", 0.5, 1), "parp", ""), (("nl", "omp", 0.8, 2), "omp", ""),
+                              (("es", "parp", 0.5, 1, "nl"), "parp_transfer", "nl"),
+                              (("nl", "parp", 0.5, 1, "", "2:4"), "parp-2of4", ""), (("nl", "dense", None, 3), "dense", "")):
+        d = sweep_cli.point_dir(tmp_path, *args)
+        d.mkdir(parents=True)
+        (d / "DONE").touch()
+        p = [q for q in sweep_cli._points(tmp_path) if q["dir"] == d][0]
+        assert (p["lang"], p["method"], p["src"], p["seed"]) == (args[0], method, src, args[3])
+        assert p["target_sparsity"] == (args[2] or 0.0)

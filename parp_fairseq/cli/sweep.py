@@ -40,10 +40,11 @@ NEEDS_DENSE = ("omp", "imp", "s3router_p")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def point_dir(work: Path, lang: str, method: str, sparsity: Optional[float], seed: int, src: str = "") -> Path:
+def point_dir(work: Path, lang: str, method: str, sparsity: Optional[float], seed: int, src: str = "",
+              ranking: str = "") -> Path:
     if method == "dense":
         return work / lang / f"dense_seed{seed}"
-    tag = f"parp_from_{src}" if src else method
+    tag = (f"parp_from_{src}" if src else method) + (f"-{ranking.replace(':', 'of')}" if ranking else "")
     return work / lang / f"{tag}_s{sparsity:g}_seed{seed}"
 
 
@@ -113,6 +114,8 @@ def run(args, log=print) -> int:
         return [f"task.data={data_root / lang}", f"task.labels={args.labels}", f"model.w2v_path={meta['pretrained']}",
                 f"common.seed={seed}", *dist, *args.overrides]
 
+    rank = [f"model.pruning.ranking={args.ranking}"] if args.ranking else []
+
     reported = set()
 
     def train(d: Path, lang: str, seed: int, *extra: str) -> Path:
@@ -126,11 +129,13 @@ def run(args, log=print) -> int:
         (d / "DONE").touch()
         return _final_checkpoint(d)
 
-    def omp_mask(lang: str, seed: int, s: float) -> Path:
+    def omp_mask(lang: str, seed: int, s: float, ranking: str = "") -> Path:
         dense = train(point_dir(work, lang, "dense", None, seed), lang, seed)
-        path = work / lang / f"omp_mask_s{s:g}_seed{seed}.pt"
+        suffix = f"-{ranking.replace(':', 'of')}" if ranking else ""
+        path = work / lang / f"omp_mask{suffix}_s{s:g}_seed{seed}.pt"
+        extra = ["--ranking", ranking] if ranking else []
         if not path.exists() and mask_cli.main(["omp", "--checkpoint", str(dense), "--sparsity", str(s),
-                                                 "--out", str(path), "--meta", f"lang={lang}"]) != 0:
+                                                 "--out", str(path), "--meta", f"lang={lang}", *extra]) != 0:
             raise RuntimeError(f"computing the OMP mask of {dense} failed")
         return path
 
@@ -142,10 +147,11 @@ def run(args, log=print) -> int:
                 for s in ([None] if method == "dense" else args.sparsities):
                     if method == "dense":
                         continue
-                    d = point_dir(work, lang, method, s, seed)
+                    d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "")
                     dense = _final_checkpoint(point_dir(work, lang, "dense", None, seed))
                     if method == "omp":
-                        train(d, lang, seed, "pruning=omp", f"model.pruning.mask_path={omp_mask(lang, seed, s)}")
+                        train(d, lang, seed, "pruning=omp", *rank,
+                              f"model.pruning.mask_path={omp_mask(lang, seed, s, args.ranking or '')}")
                     elif method == "imp":
                         if (d / "DONE").exists():
                             log(f"[sweep] {d.relative_to(work)}: done before")
@@ -153,13 +159,14 @@ def run(args, log=print) -> int:
                         log(f"[sweep] {d.relative_to(work)} (rounds of {args.imp_rate:g})")
                         _run([console_script("parp-fairseq-imp"), "--config-dir", str(config_dir), "--config-name",
                               args.config_name, "--workdir", str(d), "--sparsity", str(s), "--rate", str(args.imp_rate),
-                              "--start-checkpoint", str(dense), "--", *common(lang, seed)], d, log)
+                              "--start-checkpoint", str(dense), *(["--ranking", args.ranking] if args.ranking else []),
+                              "--", *common(lang, seed)], d, log)
                         (d / "DONE").touch()
                     elif method == "s3router_p":
                         train(d, lang, seed, "pruning=s3router_p", f"model.pruning.sparsity={s}",
-                              f"model.pruning.init_from={dense}")
+                              f"model.pruning.init_from={dense}", *rank)
                     else:
-                        train(d, lang, seed, f"pruning={method}", f"model.pruning.sparsity={s}")
+                        train(d, lang, seed, f"pruning={method}", f"model.pruning.sparsity={s}", *rank)
         for a, b in transfers:
             for s in args.sparsities:
                 d = point_dir(work, b, "parp", s, seed, src=a)
@@ -380,6 +387,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     r.add_argument("--labels", default="phn", help="ltr (WER + CER) or phn (PER)")
     r.add_argument("--transfer", nargs="*", default=None, metavar="SRC:TGT",
                    help="PARP on TGT from the OMP mask of SRC (mask transfer matrix)")
+    r.add_argument("--ranking", default=None,
+                   help="model.pruning.ranking for the pruned points (e.g. 2:4); the run folders get a "
+                        "-2of4 style suffix and the method column says e.g. parp-2of4")
     r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction of remaining weights per round")
     r.add_argument("--config-dir", default=str(REPO / "configs" / "finetune"))
     r.add_argument("--config-name", default="small")
