@@ -11,8 +11,8 @@ missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done
 if [ -n "$missing" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "[setup] apt-get install $missing"
-    apt-get install -y -q --no-install-recommends $missing >/dev/null \
-      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null; }
   else
     echo "[setup] WARNING: missing system packages: $missing" >&2
     echo "[setup]   install them with: sudo apt-get install $missing  (needed by parp-fairseq-corpus)" >&2
