@@ -106,8 +106,11 @@ def run(args, log=print) -> int:
     work.mkdir(parents=True, exist_ok=True)
     dist = world_size_overrides(args.world_size)
     config_dir = Path(args.config_dir).resolve()
-    meta = {"command": "parp-fairseq-sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record else "",
-            "labels": args.labels, "data_root": str(data_root), "pretrained": str(Path(args.pretrained).resolve())}
+    old = json.loads((work / "sweep.json").read_text()) if (work / "sweep.json").exists() else {}
+    cmd = "parp-fairseq-sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    commands = [c for c in old.get("commands", []) if c != cmd] + ([cmd] if args.record else [])
+    meta = {"commands": commands, "labels": args.labels, "data_root": str(data_root),
+            "pretrained": str(Path(args.pretrained).resolve())}
     (work / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n")
 
     def common(lang: str, seed: int) -> List[str]:
@@ -235,7 +238,7 @@ def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path) -> Non
     dense = [r["unit_error"] for r in sel if r["method"] == "dense"]
     if dense:
         ax.axhline(sum(dense) / len(dense), color="k", ls="--", lw=1, label="dense")
-    for method in sorted({r["method"] for r in sel} - {"dense"}):
+    for method in sorted({r["method"] for r in sel} - {"dense", "parp_transfer"}):  # transfer: own table
         pts = sorted((r["target_sparsity"], r["unit_error"]) for r in sel if r["method"] == method)
         by_s: Dict[float, List[float]] = {}
         for s, e in pts:
@@ -362,8 +365,8 @@ def collect(args, log=print) -> int:
     log(f"[sweep] wrote {work}/results.tsv, results.md, " + ", ".join(f"{lg}_vs_sparsity.png" for lg in langs)
         + (f", layer_sparsity.png ({which})" if which else ""))
     if args.results_md:
-        cmds = [c for c in (meta.get("command"), "parp-fairseq-sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-                if c]
+        cmds = [*meta.get("commands", []), *([meta["command"]] if meta.get("command") else []),
+                "parp-fairseq-sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])]
         section = "\n".join([f"## Sweep: {work.name}", "", "```", *cmds, "```", "", text,
                              f"Plots: {', '.join(f'`{work.name}/{lg}_vs_sparsity.png`' for lg in langs)}"
                              + (f", `{work.name}/layer_sparsity.png`" if which else ""), ""])
