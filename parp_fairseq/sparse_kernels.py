@@ -16,7 +16,7 @@ fairseq's ``MultiheadAttention`` reads ``q_proj.weight`` (etc.) directly on its 
 """
 
 import re
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 import torch.nn as nn
@@ -94,16 +94,3 @@ def sparsify_linears(model: nn.Module, fmt: str, pattern: str = DEFAULT_PATTERN,
         raise ValueError(f"no linear layer matched {pattern!r} with sparsity >= {min_sparsity}")
     return done
 
-
-def sparse_state_size(state: Dict[str, torch.Tensor], value_dtype: Optional[torch.dtype] = None) -> int:
-    """Bytes of a state dict once every tensor is stored as bitmask + kept values (what
-    ``parp-fairseq-export --compress`` writes), for size reports."""
-    total = 0
-    for t in state.values():
-        if not torch.is_tensor(t):
-            continue
-        es = (torch.empty((), dtype=value_dtype).element_size() if value_dtype and t.is_floating_point()
-              else t.element_size())
-        nnz = int(torch.count_nonzero(t))
-        total += min(t.numel() * es, (t.numel() + 7) // 8 + nnz * es)
-    return total

@@ -41,8 +41,7 @@ def main() -> int:
             out = Path(tmp) / name.split()[0]
             if decode_cli.main([*common, *extra, "--results-dir", str(out)]) != 0:
                 return 2
-            hdr, row = [ln.split("\t") for ln in (out / "summary.tsv").read_text().splitlines()[:2]]
-            r = dict(zip(hdr, row))
+            r = decode_cli.read_summary(out)[0]
             if name != "warm-up":  # the first run pays one-time costs (allocator, caches)
                 rows.append((name, r["WER"], r["utts"], float(r["RTF_forward"]), float(r["RTF_search"])))
     cmd = "python scripts/bench_decode.py " + " ".join(sys.argv[1:])

@@ -78,8 +78,7 @@ def decode(ckpt: Path, data: Path, split: str, out: Path, lm: Path = None) -> di
                      "--lm-weight", "2", "--word-score", "-1"]
         if decode_cli.main(args) != 0:
             raise SystemExit(f"decoding {ckpt} failed")
-    hdr, row = [ln.split("\t") for ln in (out / "summary.tsv").read_text().splitlines()[:2]]
-    r = dict(zip(hdr, row))
+    r = decode_cli.read_summary(out)[0]
     ref = (out / "ref.word").read_text().splitlines()[0].rsplit(" (", 1)[0]
     hyp = (out / "hypo.word").read_text().splitlines()[0].rsplit(" (", 1)[0]
     return {"wer": float(r["WER"]), "cer": float(r["CER"]), "example": (ref, hyp)}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import hydra_train
-from helpers import batch, build_parp, logits, train_step
+from helpers import build_parp, logits, train_step
 
 from parp_fairseq.checkpoints import compress_state_dict, decompress_state_dict, load_checkpoint
 from parp_fairseq.cli import decode as decode_cli

@@ -89,8 +89,8 @@ def emissions_of(model, task, split: str, batch_size: int, device) -> List[Dict]
     itr = task.get_batch_iterator(dataset=ds, max_tokens=None, max_sentences=batch_size,
                                   max_positions=(sys.maxsize, sys.maxsize), required_batch_size_multiple=1,
                                   seed=1, num_shards=1, shard_id=0, num_workers=0).next_epoch_itr(shuffle=False)
+    dtype = next(model.parameters()).dtype  # float inputs follow the model (--fp16)
     for s in tqdm(itr, desc=f"forward {split}", unit="batch", file=sys.stderr, leave=False):
-        dtype = next(model.parameters()).dtype
         net_input = {k: (v.to(device, dtype) if torch.is_tensor(v) and v.is_floating_point()
                          else v.to(device) if torch.is_tensor(v) else v) for k, v in s["net_input"].items()}
         with torch.inference_mode():
@@ -111,6 +111,12 @@ def emissions_of(model, task, split: str, batch_size: int, device) -> List[Dict]
     for u in out:
         u["forward_seconds"] = (time.perf_counter() - t0) / len(out)
     return out
+
+
+def read_summary(results_dir) -> List[Dict[str, str]]:
+    """The rows of a ``summary.tsv`` this command wrote (one per decoder setting), as dicts."""
+    hdr, *rows = [ln.split("\t") for ln in (Path(results_dir) / "summary.tsv").read_text().splitlines()]
+    return [dict(zip(hdr, row)) for row in rows]
 
 
 def run_decoder(decoder, utts: List[Dict], d) -> Dict:

@@ -20,15 +20,13 @@ tensor shrinks ~3x). parp_fairseq's loaders (decode, mask, export) read such fil
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from typing import List, Optional
 
-from omegaconf import OmegaConf
-
-import os
-
 import torch
+from omegaconf import OmegaConf
 
 from ..checkpoints import (COMPRESSED, DENSE_CTC, PRETRAINED, checkpoint_kind, compress_state_dict,
                            effective_weights, load_checkpoint, model_name)

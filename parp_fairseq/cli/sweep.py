@@ -145,11 +145,9 @@ def run(args, log=print) -> int:
     t0 = time.time()
     for seed in args.seeds:
         for lang in args.langs:
-            train(point_dir(work, lang, "dense", None, seed), lang, seed)
-            for method in args.methods:
-                for s in ([None] if method == "dense" else args.sparsities):
-                    if method == "dense":
-                        continue
+            train(point_dir(work, lang, "dense", None, seed), lang, seed)  # every language's reference
+            for method in (m for m in args.methods if m != "dense"):
+                for s in args.sparsities:
                     d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "")
                     dense = _final_checkpoint(point_dir(work, lang, "dense", None, seed))
                     if method == "omp":
@@ -203,17 +201,16 @@ def _points(work: Path) -> List[Dict]:
     return out
 
 
-def _actual_sparsity(ckpt: Path) -> float:
+def _layer_sparsity(ckpt: Path) -> Optional[Dict[str, float]]:
+    """Sparsity per layer and overall (``"all"``) of a checkpoint's masks; None for a dense one.
+    Read once per point: it gives both the actual-sparsity column and the per-layer plot."""
     import torch
 
     from ..checkpoints import checkpoint_masks
+    from ..pruning.analysis import layer_sparsity
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    masks = checkpoint_masks(state["model"])
-    if not masks:
-        return 0.0
-    removed = sum(int(m.numel() - m.sum()) for m in masks.values())
-    return removed / sum(m.numel() for m in masks.values())
+    masks = checkpoint_masks(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+    return layer_sparsity(masks) if masks else None
 
 
 def _decode(p: Dict, data: Path, split: str) -> Dict:
@@ -224,8 +221,7 @@ def _decode(p: Dict, data: Path, split: str) -> Dict:
         if decode_cli.main(["--checkpoint", str(p["checkpoint"]), "--data", str(data), "--split", split,
                             "--results-dir", str(out)]) != 0:
             raise RuntimeError(f"decoding {p['checkpoint']} on {split} failed")
-    hdr, row = [ln.split("\t") for ln in (out / "summary.tsv").read_text().splitlines()[:2]]
-    return dict(zip(hdr, row))
+    return decode_cli.read_summary(out)[0]
 
 
 def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path) -> None:
@@ -256,10 +252,6 @@ def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path) -> Non
 
 
 def _layer_plot(points: List[Dict], path: Path) -> Optional[str]:
-    import torch
-
-    from ..checkpoints import checkpoint_masks
-    from ..pruning.analysis import layer_sparsity
     from .analyze import _bars
 
     pruned = [p for p in points if p["method"] != "dense"]
@@ -271,10 +263,8 @@ def _layer_plot(points: List[Dict], path: Path) -> Optional[str]:
     for p in sorted(pruned, key=lambda p: p["method"]):
         if p["target_sparsity"] != top or p["lang"] != lang or p["seed"] != pruned[0]["seed"]:
             continue
-        masks = checkpoint_masks(torch.load(p["checkpoint"], map_location="cpu", weights_only=False)["model"])
-        if masks:
-            ls = layer_sparsity(masks)
-            series[p["method"] + (f"<-{p['src']}" if p["src"] else "")] = ls
+        if p["layer_sparsity"]:
+            series[p["method"] + (f"<-{p['src']}" if p["src"] else "")] = p["layer_sparsity"]
     if not series:
         return None
     layers = list(next(iter(series.values())))
@@ -297,7 +287,8 @@ def collect(args, log=print) -> int:
 
     for p in tqdm(points, desc="decode points", unit="point", file=sys.stderr):
         data = data_root / p["lang"]
-        actual = _actual_sparsity(p["checkpoint"])
+        p["layer_sparsity"] = _layer_sparsity(p["checkpoint"])
+        actual = p["layer_sparsity"]["all"] if p["layer_sparsity"] else 0.0
         for split in ("test", "real"):
             if not (data / f"{split}.tsv").exists():
                 continue

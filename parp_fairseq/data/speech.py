@@ -154,13 +154,11 @@ def fillets_dialogs(lang: str, root: Path = FILLETS) -> Dict[str, str]:
             out.update((i, _unescape(t)) for i, t in _DIALOG_ID.findall(text))
             continue
         # dialogId(...) then dialogStr(...) of its translation
-        pos = 0
         for m in _DIALOG_ID.finditer(text):
             s = _DIALOG_STR.search(text, m.end())
             nxt = _DIALOG_ID.search(text, m.end())
             if s and (nxt is None or s.start() < nxt.start()):
                 out[m.group(1)] = _unescape(s.group(1))
-            pos = m.end()
     return out
 
 
@@ -214,7 +212,7 @@ def sentences(lang: str, n_min: int, seed: int) -> List[str]:
         seen = set()
         while len(out) < max(n_min, 1):
             k = int(rng.integers(2, 8))
-            s = (" " if lang != "zh" else " ").join(rng.choice(vocab, size=k))
+            s = " ".join(rng.choice(vocab, size=k))
             if s not in seen:
                 seen.add(s)
                 out.append(s)

@@ -93,9 +93,9 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
         self._model_ref = None
 
     def load_dataset(self, split: str, task_cfg=None, **kwargs):
-        data = (task_cfg or self.cfg).data
-        tsv = os.path.join(data, f"{split}.tsv")
-        if getattr(task_cfg or self.cfg, "check_manifest", True) and os.path.exists(tsv):
+        cfg = task_cfg or self.cfg
+        tsv = os.path.join(cfg.data, f"{split}.tsv")
+        if getattr(cfg, "check_manifest", True) and os.path.exists(tsv):
             from ..data.speech import check_manifest
 
             check_manifest(tsv)
