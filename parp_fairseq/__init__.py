@@ -8,10 +8,12 @@ Load it in fairseq with ``common.user_dir=$(parp-fairseq-user-dir)`` (hydra) or
 import os
 
 from ._compat import allow_fairseq_globals
+from .fairseq_hooks import install as _install_fairseq_hooks
 
 __version__ = "0.1.0"
 
 allow_fairseq_globals()
+_install_fairseq_hooks()  # safe checkpoint loading, atomic saves, resume past a corrupt checkpoint_last.pt
 
 from . import criterions, models, tasks  # noqa: E402,F401  (register with fairseq)
 

@@ -18,17 +18,20 @@ PRUNED_CTC = "pruned-ctc"  # parp_wav2vec_ctc with masks
 _CTC_MODELS = ("wav2vec_ctc", "parp_wav2vec_ctc")
 
 
-def load_checkpoint(path: str, arg_overrides: Optional[dict] = None) -> dict:
-    """``fairseq.checkpoint_utils.load_checkpoint_to_cpu`` with a clear error for bad paths."""
+def load_checkpoint(path, arg_overrides: Optional[dict] = None) -> dict:
+    """A fairseq checkpoint on CPU, read safely: ``fairseq.checkpoint_utils.load_checkpoint_to_cpu``
+    as wrapped by the plugin (``weights_only`` torch load, config strings that fairseq ``eval()``-s
+    checked as literals, one :class:`~parp_fairseq.errors.CheckpointError` for any bad file), and
+    ``--compress`` exports decompressed."""
+    import parp_fairseq  # noqa: F401  (installs the safe loader)
     from fairseq import checkpoint_utils
 
+    from .errors import MissingFileError
+
+    path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
-    except Exception as e:
-        raise ValueError(f"{path!r} could not be read as a fairseq checkpoint: {type(e).__name__}: "
-                         f"{str(e)[:300]}") from None
+        raise MissingFileError(f"checkpoint {path!r} does not exist")
+    state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
     if state.get(COMPRESSED) is not None:
         state["model"] = decompress_state_dict(state["model"])
         state.pop(COMPRESSED)

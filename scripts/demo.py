@@ -26,12 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from parp_fairseq._compat import hydra_train_cmd  # noqa: E402
+from parp_fairseq.checkpoints import load_checkpoint  # noqa: E402
 from parp_fairseq.cli import decode as decode_cli  # noqa: E402
 from parp_fairseq.cli import mask as mask_cli  # noqa: E402
 from parp_fairseq.data import speech  # noqa: E402
@@ -71,7 +71,7 @@ def train(config_dir: str, name: str, save_dir: Path, *overrides: str) -> Path:
 
 
 def decode(ckpt: Path, data: Path, split: str, out: Path, lm: Path = None) -> dict:
-    if not (out / "summary.tsv").exists():
+    if not decode_cli.results_are_current(out, ckpt):  # none yet, or of an older checkpoint
         args = ["--checkpoint", str(ckpt), "--data", str(data), "--split", split, "--results-dir", str(out)]
         if lm is not None:
             args += ["--decoder", "kenlm", "--lm", str(lm / "lm.bin"), "--lexicon", str(lm / "lexicon.txt"),
@@ -167,7 +167,7 @@ def main() -> int:
         vit = decode(ck, en, "test", work / "decode" / name / "test_viterbi")
         klm = decode(ck, en, "test", work / "decode" / name / "test_kenlm", lm)
         real = decode(ck, en, "real", work / "decode" / name / "real_kenlm", lm)
-        state = torch.load(ck, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ck)  # weights_only, literal config strings
         actual = state["task_state"].get("parp_pruning", {}).get("sparsity", {}).get("global", 0.0)
         rows.append({"method": name, "target_sparsity": s if name != "dense" else 0.0, "actual_sparsity": actual,
                      "test_WER_viterbi": vit["wer"], "test_CER": vit["cer"], "test_WER_kenlm": klm["wer"],

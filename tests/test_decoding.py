@@ -152,7 +152,7 @@ def test_decode_scores_every_utterance(trained, corpus, tmp_path):
     (sub / "test.tsv").write_text("\n".join(tsv[:12]) + "\n")  # root + 11 utterances
     for ext in ("ltr", "wrd"):
         (sub / f"test.{ext}").write_text("\n".join((corpus / f"test.{ext}").read_text().splitlines()[:11]) + "\n")
-    out, rows = _decode(tmp_path, "odd", "--checkpoint", str(trained), "--data", str(sub), "--split", "test")
+    out, rows = _decode(tmp_path, "odd_decoded", "--checkpoint", str(trained), "--data", str(sub), "--split", "test")
     assert rows[1].split("\t")[5] == "11"
     assert len((out / "hypo.word").read_text().splitlines()) == 11
 

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..fsutil import atomic_dir
+from ..errors import CheckpointError, run_cli
+from ..fsutil import check_output_dir, output_dir
 from ..pruning import analysis as A
 
 
@@ -31,7 +32,9 @@ def _load(path: str) -> Dict:
 
     try:
         return dict(load_mask_file(path).masks)
-    except ValueError:
+    except CheckpointError as e:
+        if "pickles" in str(e):  # unsafe file: do not try it again as a checkpoint
+            raise
         from ..checkpoints import checkpoint_masks, load_checkpoint
 
         masks = checkpoint_masks(load_checkpoint(path)["model"])
@@ -149,7 +152,7 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
                f"Pearson r over {len(x)} language pairs: mask IoU vs phonetic similarity = **{r_mask:.3f}**; "
                f"random-mask baseline = {r_rand:.3f}."]
     text = "\n".join(md) + "\n"
-    with atomic_dir(out, prefix=".analysis-") as tmp:
+    with output_dir(out, "parp-fairseq-analyze") as tmp:
         for fname, mat in (("iou", ious), ("overlap", ovl), ("random_iou", rious)):
             (tmp / f"{fname}.tsv").write_text("\n".join(_table(names, mat)) + "\n")
         _heatmap(tmp / "iou.png", names, ious, "IoU of kept weights")
@@ -180,23 +183,25 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="mask files or pruned checkpoints")
     ap.add_argument("--phones", nargs="*", default=None, metavar="NAME=DICT",
                     help="dict.phn.txt per mask name: correlate mask similarity with phonetic similarity")
-    ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    ap.add_argument("--out", required=True, help="output folder: new, empty, or an earlier output of this "
+                                                  "command (whose files are replaced; nothing else is touched)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random-mask baseline")
     args = ap.parse_args(argv)
-    try:
+
+    def body() -> int:
         paths = _pairs(args.masks, "--masks")
+        check_output_dir(args.out, "parp-fairseq-analyze")  # before reading anything
         masks = {}
         for n, p in paths.items():
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"{p} does not exist")
             masks[n] = _load(p)
         text = analyze(masks, Path(args.out), _pairs(args.phones, "--phones") if args.phones else None, args.seed)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"parp-fairseq-analyze: error: {e}", file=sys.stderr)
-        return 2
-    print(text)
-    print(f"wrote {args.out}/ (summary.md, *.tsv, *.png)")
-    return 0
+        print(text)
+        print(f"wrote {args.out}/ (summary.md, *.tsv, *.png)")
+        return 0
+
+    return run_cli("parp-fairseq-analyze", body)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..data import speech
+from ..errors import run_cli
 
 
 def _hours(tsv: Path) -> float:
@@ -80,27 +81,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     i = sub.add_parser("info", help="sizes, hours and phone inventories")
     i.add_argument("data")
     args = ap.parse_args(argv)
-    try:
-        if args.cmd == "build":
-            return build(args)
-        if args.cmd == "info":
-            info(Path(args.data))
-            return 0
-        d = Path(args.data)
-        if (d / "corpus.json").exists() and args.splits is None:
-            check_all(d)
-            return 0
-        splits = args.splits or sorted(p.stem for p in d.glob("*.tsv"))
-        for split in splits:
-            n = speech.check_manifest(d / f"{split}.tsv")
-            for label in args.labels if args.labels is not None else ():
-                if label != "wrd":
-                    speech.check_labels(d, split, label)
-            print(f"{d}/{split}.tsv: {n} files ok")
+    return run_cli("parp-fairseq-corpus", lambda: _run(args))
+
+
+def _run(args) -> int:
+    if args.cmd == "build":
+        return build(args)
+    if args.cmd == "info":
+        info(Path(args.data))
         return 0
-    except (speech.CorpusError, FileNotFoundError) as e:
-        print(f"parp-fairseq-corpus: error: {e}", file=sys.stderr)
-        return 2
+    d = Path(args.data)
+    if (d / "corpus.json").exists() and args.splits is None:
+        check_all(d)
+        return 0
+    splits = args.splits or sorted(p.stem for p in d.glob("*.tsv"))
+    for split in splits:
+        n = speech.check_manifest(d / f"{split}.tsv")
+        for label in args.labels if args.labels is not None else ():
+            if label != "wrd":
+                speech.check_labels(d, split, label)
+        print(f"{d}/{split}.tsv: {n} files ok")
+    return 0
 
 
 if __name__ == "__main__":

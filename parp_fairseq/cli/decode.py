@@ -29,6 +29,38 @@ from tqdm import tqdm
 
 from ..decoding.decoders import FlashlightDecoder, ViterbiDecoder, tokens_to_words
 from ..decoding.viterbi import edit_counts
+from ..errors import run_cli
+from ..fsutil import check_output_dir, output_dir
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def checkpoint_fingerprint(path) -> Dict[str, object]:
+    """What ties decode results to the checkpoint they came from: path, size and mtime."""
+    st = os.stat(path)
+    return {"checkpoint": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def results_are_current(results_dir, checkpoint) -> bool:
+    """True when ``results_dir`` holds a summary decoded from ``checkpoint`` as it is now (a
+    retrained checkpoint gets new results, never the stale ones)."""
+    import json
+
+    src = Path(results_dir) / "source.json"
+    if not (Path(results_dir) / "summary.tsv").exists() or not src.exists():
+        return False
+    try:
+        return json.loads(src.read_text()).get("fingerprint") == checkpoint_fingerprint(checkpoint)
+    except (ValueError, OSError):
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sil-weight", type=float, default=0.0)
     ap.add_argument("--unk-weight", type=float, default=-math.inf)
     ap.add_argument("--nbest", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=_positive_int, default=8, help="utterances per forward batch (>= 1)")
     ap.add_argument("--cpu", action="store_true", help="stay on CPU even if CUDA is available")
     ap.add_argument("--sparse-kernels", choices=("csr", "2:4"), default=None,
                     help="run the pruned transformer linears on sparse kernels (csr: CPU/GPU; 2:4: GPU, "
@@ -154,11 +186,7 @@ def write_results(res: Dict, utts: List[Dict], out: Path, has_words: bool) -> No
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.WARNING)
-    try:
-        return _main(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"parp-fairseq-decode: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli("parp-fairseq-decode", lambda: _main(args))
 
 
 def _main(args) -> int:
@@ -167,10 +195,18 @@ def _main(args) -> int:
 
     from ..checkpoints import PRETRAINED, checkpoint_kind, load_checkpoint
 
+    # every input is checked before the (long) acoustic forward pass
     if args.decoder == "kenlm" and not args.lm:
         raise ValueError("--decoder kenlm needs --lm (KenLM ARPA/binary); build one with parp-fairseq-lm")
+    for opt, path in (("--lm", args.lm), ("--lexicon", args.lexicon)):
+        if path and not os.path.isfile(path):
+            raise FileNotFoundError(f"{opt} {path} does not exist; build the LM and lexicon with parp-fairseq-lm")
+    if args.decoder == "viterbi" and (args.lm or args.lexicon):
+        raise ValueError("--lm / --lexicon are used by --decoder kenlm only; add --decoder kenlm or drop them")
     if not os.path.isfile(os.path.join(args.data, f"{args.split}.tsv")):
         raise FileNotFoundError(f"{args.data}/{args.split}.tsv missing: no manifest for split {args.split!r}")
+    out = Path(args.results_dir)
+    check_output_dir(out, "parp-fairseq-decode")  # refuse a folder that is not ours before any work
     state = load_checkpoint(args.checkpoint, arg_overrides={"data": args.data})
     if checkpoint_kind(state) == PRETRAINED:
         raise ValueError(f"{args.checkpoint} is a pretrained (not finetuned) checkpoint: it has no CTC head")
@@ -188,33 +224,42 @@ def _main(args) -> int:
               f"(mean sparsity {sum(done.values()) / len(done):.3f})", flush=True)
     _check_dictionary(task, args.data, model)
     d = task.target_dictionary
+    task.allow_unknown_labels = True  # test transcripts may hold symbols training never saw: errors, not a crash
+    settings = [(None, None)] if args.decoder == "viterbi" else list(itertools.product(args.lm_weight, args.word_score))
+
+    def make_decoder(lmw, ws):
+        if lmw is None:
+            return ViterbiDecoder(d)
+        return FlashlightDecoder(d, args.lm, args.lexicon, beam=args.beam, beam_size_token=args.beam_size_token,
+                                 beam_threshold=args.beam_threshold, lm_weight=lmw, word_score=ws,
+                                 unk_weight=args.unk_weight, sil_weight=args.sil_weight, nbest=args.nbest)
+
+    make_decoder(*settings[0])  # loads the LM and lexicon: a bad file fails now, not after the forward
     print(f"[decode] {args.checkpoint} on {args.data}/{args.split} ({device})", flush=True)
     utts = emissions_of(model, task, args.split, args.batch_size, device)
     has_words = "|" in d.indices
     unit_name = "CER" if task.cfg.labels == "ltr" else "PER" if task.cfg.labels == "phn" else "UER"
-    settings = [(None, None)] if args.decoder == "viterbi" else list(itertools.product(args.lm_weight, args.word_score))
     rows, best = [], None
     for lmw, ws in settings:
-        if lmw is None:
-            dec = ViterbiDecoder(d)
-        else:
-            dec = FlashlightDecoder(d, args.lm, args.lexicon, beam=args.beam, beam_size_token=args.beam_size_token,
-                                    beam_threshold=args.beam_threshold, lm_weight=lmw, word_score=ws,
-                                    unk_weight=args.unk_weight, sil_weight=args.sil_weight, nbest=args.nbest)
-        res = run_decoder(dec, utts, d)
+        res = run_decoder(make_decoder(lmw, ws), utts, d)
         rows.append((args.decoder, lmw, ws, res))
         key = res["wer"] if has_words else res["uer"]
         if best is None or key < best[0]:
             best = (key, res, lmw, ws)
-    out = Path(args.results_dir)
-    write_results(best[1], utts, out, has_words)
     header = ["decoder", "lm_weight", "word_score", "WER", unit_name, "utts", "RTF_forward", "RTF_search"]
     lines = ["\t".join(header)]
     for dec, lmw, ws, r in rows:
         lines.append("\t".join([dec, "-" if lmw is None else f"{lmw:g}", "-" if ws is None else f"{ws:g}",
                                 f"{r['wer']:.2f}" if has_words else "-", f"{r['uer']:.2f}", str(r["n_utts"]),
                                 f"{r['rtf_forward']:.4f}", f"{r['rtf_search']:.4f}"]))
-    (out / "summary.tsv").write_text("\n".join(lines) + "\n")
+    import json
+
+    with output_dir(out, "parp-fairseq-decode") as tmp:  # all result files appear together, or none
+        write_results(best[1], utts, tmp, has_words)
+        (tmp / "summary.tsv").write_text("\n".join(lines) + "\n")
+        (tmp / "source.json").write_text(json.dumps(
+            {"fingerprint": checkpoint_fingerprint(args.checkpoint), "data": os.path.abspath(args.data),
+             "split": args.split, "decoder": args.decoder}, indent=1) + "\n")
     print("\n".join(lines))
     _, r, lmw, ws = best
     tag = "viterbi" if lmw is None else f"kenlm lm_weight={lmw:g} word_score={ws:g}"

@@ -30,7 +30,8 @@ from omegaconf import OmegaConf
 
 from ..checkpoints import (COMPRESSED, DENSE_CTC, PRETRAINED, checkpoint_kind, compress_state_dict,
                            effective_weights, load_checkpoint, model_name)
-from ..fsutil import atomic_torch_save
+from ..errors import run_cli
+from ..fsutil import atomic_torch_save, same_file
 
 _STOCK = {"model": "wav2vec_ctc", "task": "audio_finetuning", "criterion": "ctc"}
 
@@ -81,31 +82,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--decompress", action="store_true",
                     help="CHECKPOINT is a --compress export: write it back as a plain stock checkpoint")
     args = ap.parse_args(argv)
-    try:
-        if args.values_dtype and not args.compress:
-            raise ValueError("--values-dtype only applies with --compress")
-        state = load_checkpoint(args.checkpoint)  # decompresses a --compress file
-        if args.decompress:
-            if model_name(state) != "wav2vec_ctc":
-                raise ValueError(f"--decompress expects an exported checkpoint, got model {model_name(state)!r}")
-            atomic_torch_save(state, args.out)
-            print(f"wrote {args.out}: plain stock wav2vec_ctc ({os.path.getsize(args.out) / 2**20:.1f} MiB)")
-            return 0
-        name = model_name(state)
-        if checkpoint_kind(state) == PRETRAINED:
-            raise ValueError(f"{args.checkpoint} is a pretrained {name!r} checkpoint, not a "
-                             f"finetuned CTC model: nothing to export")
-        if name == "wav2vec_ctc":
-            raise ValueError(f"{args.checkpoint} is already a stock wav2vec_ctc checkpoint")
-        out = squash(state)
-        if args.compress:
-            dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.values_dtype)
-            out["model"] = compress_state_dict(out["model"], dt)
-            out[COMPRESSED] = {"format": 1, "values_dtype": args.values_dtype or "as trained"}
-        atomic_torch_save(out, args.out)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"parp-fairseq-export: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli("parp-fairseq-export", lambda: _export(args))
+
+
+def _export(args) -> int:
+    same_file(args.checkpoint, args.out, "CHECKPOINT", "OUT")
+    if args.values_dtype and not args.compress:
+        raise ValueError("--values-dtype only applies with --compress")
+    state = load_checkpoint(args.checkpoint)  # decompresses a --compress file
+    if args.decompress:
+        if model_name(state) != "wav2vec_ctc":
+            raise ValueError(f"--decompress expects an exported checkpoint, got model {model_name(state)!r}")
+        atomic_torch_save(state, args.out)
+        print(f"wrote {args.out}: plain stock wav2vec_ctc ({os.path.getsize(args.out) / 2**20:.1f} MiB)")
+        return 0
+    name = model_name(state)
+    if checkpoint_kind(state) == PRETRAINED:
+        raise ValueError(f"{args.checkpoint} is a pretrained {name!r} checkpoint, not a "
+                         f"finetuned CTC model: nothing to export")
+    if name == "wav2vec_ctc":
+        raise ValueError(f"{args.checkpoint} is already a stock wav2vec_ctc checkpoint")
+    out = squash(state)
+    if args.compress:
+        dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.values_dtype)
+        out["model"] = compress_state_dict(out["model"], dt)
+        out[COMPRESSED] = {"format": 1, "values_dtype": args.values_dtype or "as trained"}
+    atomic_torch_save(out, args.out)
     n_masked = sum(k.endswith("_mask") for k in state["model"])
     print(f"wrote {args.out}: stock wav2vec_ctc, {n_masked} masks squashed into the weights"
           + (" (dense model)" if checkpoint_kind(state) == DENSE_CTC else "")

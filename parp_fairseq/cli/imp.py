@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
-import subprocess
 import sys
 from typing import List, Optional
 
 from .._compat import hydra_train_cmd
+from ..errors import run_cli
+from ..fsutil import atomic_copy, atomic_write_text
+from ..procutil import run_child, workdir_lock
 from ..pruning.schedule import imp_schedule
 
 logger = logging.getLogger("parp_fairseq.imp")
@@ -50,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args, save_dir: str, extra: List[str]) -> None:
+    """One round: a ``fairseq-hydra-train`` child that dies with this command."""
     cmd = hydra_train_cmd(args.config_dir, args.config_name, save_dir, *args.overrides, *extra)
     logger.info("running: " + " ".join(cmd))
-    subprocess.run(cmd, check=True)
+    rc = run_child(cmd)
+    if rc != 0:
+        raise RuntimeError(f"round in {save_dir} failed (fairseq-hydra-train exit {rc}); its log is above")
 
 
 def _ckpt(save_dir: str, select: str) -> str:
@@ -67,10 +71,19 @@ def run(args: argparse.Namespace) -> str:
     from ..cli import mask as mask_cli
     from ..pruning.maskfile import load_mask_file
 
+    from ..checkpoints import load_checkpoint
+
     sched = imp_schedule(args.sparsity, args.rate)
     if args.rewind != "pretrained" and not os.path.isfile(args.rewind):
         raise FileNotFoundError(f"--rewind {args.rewind!r}: give 'pretrained' or an existing checkpoint")
-    os.makedirs(args.workdir, exist_ok=True)
+    for path in (args.start_checkpoint, None if args.rewind == "pretrained" else args.rewind):
+        if path:
+            load_checkpoint(path)  # refuse an unsafe or broken file before any round runs
+    with workdir_lock(args.workdir, "parp-fairseq-imp"):
+        return _rounds(args, sched, load_mask_file, mask_cli)
+
+
+def _rounds(args, sched, load_mask_file, mask_cli) -> str:
     rows = []
     if args.start_checkpoint:
         prev_ckpt = args.start_checkpoint
@@ -101,12 +114,10 @@ def run(args: argparse.Namespace) -> str:
         prev_ckpt, prev_mask = _ckpt(d, args.select), mpath
         rows.append((r, s, load_mask_file(mpath).report()["global"], prev_ckpt, mpath))
     if prev_mask:
-        shutil.copyfile(prev_mask, os.path.join(args.workdir, "final_mask.pt"))
-    shutil.copyfile(prev_ckpt, os.path.join(args.workdir, "final_checkpoint.pt"))
-    with open(os.path.join(args.workdir, "imp_rounds.tsv"), "w") as f:
-        f.write("round\ttarget_sparsity\tmask_sparsity\tcheckpoint\tmask\n")
-        for row in rows:
-            f.write("\t".join(f"{x:.6f}" if isinstance(x, float) else str(x) for x in row) + "\n")
+        atomic_copy(prev_mask, os.path.join(args.workdir, "final_mask.pt"))
+    atomic_copy(prev_ckpt, os.path.join(args.workdir, "final_checkpoint.pt"))
+    atomic_write_text(os.path.join(args.workdir, "imp_rounds.tsv"), "round\ttarget_sparsity\tmask_sparsity\tcheckpoint\tmask\n" + "".join(
+        "\t".join(f"{x:.6f}" if isinstance(x, float) else str(x) for x in row) + "\n" for row in rows))
     return os.path.join(args.workdir, "final_checkpoint.pt")
 
 
@@ -114,13 +125,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         level=logging.INFO, stream=sys.stdout)
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         final = run(args)
-    except (ValueError, FileNotFoundError, RuntimeError, subprocess.CalledProcessError) as e:
-        print(f"parp-fairseq-imp: error: {e}", file=sys.stderr)
-        return 2
-    print(f"IMP done: {final} (mask {os.path.join(args.workdir, 'final_mask.pt')})")
-    return 0
+        print(f"IMP done: {final} (mask {os.path.join(args.workdir, 'final_mask.pt')})")
+        return 0
+
+    return run_cli("parp-fairseq-imp", body, extra=(RuntimeError,))
 
 
 if __name__ == "__main__":

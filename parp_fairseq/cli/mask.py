@@ -16,11 +16,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import List, Optional
 
 from ..checkpoints import (PRETRAINED, PRUNED_CTC, checkpoint_kind, checkpoint_masks,
                            load_checkpoint, model_name, target_weights)
+from ..errors import run_cli
+from ..fsutil import same_file
 from ..models.parp_wav2vec2 import DEFAULT_PATTERN
 from ..pruning.magnitude import RANKINGS, check_sparsity, magnitude_masks, random_masks
 from ..pruning.maskfile import MaskFile, check_compatible, load_mask_file, save_mask_file
@@ -84,6 +87,10 @@ def compute(args: argparse.Namespace) -> MaskFile:
         mf.sparsity = mf.report()["global"] if pc.get("sparsity") is None else float(pc["sparsity"])
         return mf
     check_sparsity(args.sparsity, "--sparsity")
+    try:
+        re.compile(args.pattern)
+    except re.error as e:
+        raise ValueError(f"--pattern {args.pattern!r} is not a valid regular expression ({e})") from None
     params = ("weight", "bias") if args.prune_bias else ("weight",)
     weights = target_weights(state["model"], args.pattern, params)
     if args.cmd == "omp" and kind == PRETRAINED:
@@ -120,17 +127,18 @@ def print_info(mf: MaskFile, path: str, file=None) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         if args.cmd == "info":
             print_info(load_mask_file(args.mask), args.mask)
             return 0
+        same_file(args.checkpoint, args.out, "--checkpoint", "--out")
         mf = compute(args)
         save_mask_file(args.out, mf)
         print_info(mf, args.out)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"parp-fairseq-mask: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli("parp-fairseq-mask", body)
 
 
 if __name__ == "__main__":

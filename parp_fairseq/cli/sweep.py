@@ -27,13 +27,15 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from .._compat import console_script, hydra_train_cmd
+from ..errors import run_cli
+from ..fsutil import atomic_write_text
+from ..procutil import workdir_lock
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
 NEEDS_DENSE = ("omp", "imp", "s3router_p")
@@ -66,21 +68,23 @@ def _final_checkpoint(d: Path) -> Path:
 
 
 def _run(cmd: List[str], d: Path, log) -> None:
+    """One training command; it dies with the sweep (own process group + parent-death signal)."""
+    from ..procutil import run_child
+
     log("  $ " + " ".join(shlex.quote(c) for c in cmd))
     d.mkdir(parents=True, exist_ok=True)
+
+    def progress(line: str) -> None:
+        if "][valid]" in line:  # fairseq's own validation lines as progress
+            log("    " + line.split("] - ", 1)[-1].strip()[:150])
+
     with open(d / "train.log", "a") as f:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in p.stdout:
-            f.write(line)
-            if "][valid]" in line:  # fairseq's own validation lines as progress
-                log("    " + line.split("] - ", 1)[-1].strip()[:150])
-        p.wait()
-    if p.returncode != 0:
-        raise RuntimeError(f"{d.name} failed (exit {p.returncode}); see {d / 'train.log'}")
+        rc = run_child(cmd, log_file=f, on_line=progress)
+    if rc != 0:
+        raise RuntimeError(f"{d.name} failed (exit {rc}); see {d / 'train.log'}")
 
 
 def run(args, log=print) -> int:
-    from . import mask as mask_cli
 
     work = Path(args.workdir).resolve()
     data_root = Path(args.data_root).resolve()
@@ -104,6 +108,13 @@ def run(args, log=print) -> int:
     if not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"pretrained checkpoint {args.pretrained} does not exist")
     work.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(work, "parp-fairseq-sweep run"):
+        return _run_points(args, work, data_root, transfers, langs, log)
+
+
+def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int:
+    from . import mask as mask_cli
+
     dist = world_size_overrides(args.world_size)
     config_dir = Path(args.config_dir).resolve()
     old = json.loads((work / "sweep.json").read_text()) if (work / "sweep.json").exists() else {}
@@ -111,7 +122,7 @@ def run(args, log=print) -> int:
     commands = [c for c in old.get("commands", []) if c != cmd] + ([cmd] if args.record else [])
     meta = {"commands": commands, "labels": args.labels, "data_root": str(data_root),
             "pretrained": str(Path(args.pretrained).resolve())}
-    (work / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write_text(work / "sweep.json", json.dumps(meta, indent=1) + "\n")
 
     def common(lang: str, seed: int) -> List[str]:
         return [f"task.data={data_root / lang}", f"task.labels={args.labels}", f"model.w2v_path={meta['pretrained']}",
@@ -204,12 +215,10 @@ def _points(work: Path) -> List[Dict]:
 def _layer_sparsity(ckpt: Path) -> Optional[Dict[str, float]]:
     """Sparsity per layer and overall (``"all"``) of a checkpoint's masks; None for a dense one.
     Read once per point: it gives both the actual-sparsity column and the per-layer plot."""
-    import torch
-
-    from ..checkpoints import checkpoint_masks
+    from ..checkpoints import checkpoint_masks, load_checkpoint
     from ..pruning.analysis import layer_sparsity
 
-    masks = checkpoint_masks(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+    masks = checkpoint_masks(load_checkpoint(ckpt)["model"])  # safe load (weights_only, literal configs)
     return layer_sparsity(masks) if masks else None
 
 
@@ -217,7 +226,7 @@ def _decode(p: Dict, data: Path, split: str) -> Dict:
     from . import decode as decode_cli
 
     out = p["dir"] / "decode" / f"{split}_viterbi"
-    if not (out / "summary.tsv").exists():
+    if not decode_cli.results_are_current(out, p["checkpoint"]):  # none yet, or of an older checkpoint
         if decode_cli.main(["--checkpoint", str(p["checkpoint"]), "--data", str(data), "--split", split,
                             "--results-dir", str(out)]) != 0:
             raise RuntimeError(f"decoding {p['checkpoint']} on {split} failed")
@@ -274,9 +283,16 @@ def _layer_plot(points: List[Dict], path: Path) -> Optional[str]:
 
 
 def collect(args, log=print) -> int:
+    work = Path(args.workdir).resolve()
+    if not work.is_dir():
+        raise FileNotFoundError(f"--workdir {work} does not exist; run `parp-fairseq-sweep run` first")
+    with workdir_lock(work, "parp-fairseq-sweep collect"):
+        return _collect(args, work, log)
+
+
+def _collect(args, work: Path, log) -> int:
     from ..reporting import update_markdown_section
 
-    work = Path(args.workdir).resolve()
     meta = json.loads((work / "sweep.json").read_text()) if (work / "sweep.json").exists() else {}
     points = _points(work)
     if not points:
@@ -300,10 +316,8 @@ def collect(args, log=print) -> int:
                          "unit_error": float(r[unit]), "checkpoint": str(p["checkpoint"])})
     cols = ["lang", "method", "mask_from", "target_sparsity", "actual_sparsity", "seed", "split", "decoder", "WER",
             "unit", "unit_error", "checkpoint"]
-    with open(work / "results.tsv", "w") as f:
-        f.write("\t".join(cols) + "\n")
-        for r in rows:
-            f.write("\t".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n")
+    atomic_write_text(work / "results.tsv", "\t".join(cols) + "\n" + "".join(
+        "\t".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n" for r in rows))
     unit = rows[0]["unit"]
     langs = sorted({r["lang"] for r in rows})
     # main table: method x sparsity rows, language columns (test split, mean over seeds)
@@ -341,17 +355,15 @@ def collect(args, log=print) -> int:
                         f" ({sum(v) / len(v) - sum(own) / len(own):+.1f})" if own else ""))
                 tmd.append(f"| {a} | " + " | ".join(cells) + " |")
             tmd.append("")
-        (work / "transfer.md").write_text("\n".join(tmd) + "\n")
-        with open(work / "transfer.tsv", "w") as f:
-            f.write("mask_from\tfinetuned_on\ttarget_sparsity\tseed\tunit_error\n")
-            for r in tr:
-                f.write(f"{r['mask_from']}\t{r['lang']}\t{r['target_sparsity']:g}\t{r['seed']}\t{r['unit_error']:.4f}\n")
+        atomic_write_text(work / "transfer.md", "\n".join(tmd) + "\n")
+        atomic_write_text(work / "transfer.tsv", "mask_from\tfinetuned_on\ttarget_sparsity\tseed\tunit_error\n" + "".join(
+            f"{r['mask_from']}\t{r['lang']}\t{r['target_sparsity']:g}\t{r['seed']}\t{r['unit_error']:.4f}\n" for r in tr))
         md += ["", "### Cross-lingual mask transfer", ""] + tmd
     for lang in langs:
         _plot_vs_sparsity(rows, lang, unit, work / f"{lang}_vs_sparsity.png")
     which = _layer_plot(points, work / "layer_sparsity.png")
     text = "\n".join(md) + "\n"
-    (work / "results.md").write_text(text)
+    atomic_write_text(work / "results.md", text)
     log(text)
     log(f"[sweep] wrote {work}/results.tsv, results.md, " + ", ".join(f"{lg}_vs_sparsity.png" for lg in langs)
         + (f", layer_sparsity.png ({which})" if which else ""))
@@ -395,11 +407,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("--data-root", default=None, help="default: as recorded by `run`")
     c.add_argument("--results-md", default=None, help="also update a section of this markdown file (RESULTS.md)")
     args = ap.parse_args(argv)
-    try:
-        return run(args) if args.cmd == "run" else collect(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"parp-fairseq-sweep: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli("parp-fairseq-sweep", lambda: run(args) if args.cmd == "run" else collect(args),
+                   extra=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..fsutil import atomic_dir
+from ..errors import InputError
+from ..fsutil import atomic_write_text, check_output_dir, output_dir
 
 SAMPLE_RATE = 16000
 FILLETS = Path("/usr/share/games/fillets-ng")
@@ -101,7 +102,7 @@ TIERS = {
 SPLITS = ("train", "valid", "test")
 
 
-class CorpusError(RuntimeError):
+class CorpusError(InputError, RuntimeError):
     """Bad input or a missing tool: the message says what and how to fix it."""
 
 
@@ -327,7 +328,7 @@ def build_language(out: Path, lang: str, tier: Tier, seed: int, variants: Sequen
     test_pool, train_pool = pool[:n_test_pool], pool[n_test_pool:] or pool[:n_test_pool]
     rng = np.random.default_rng([seed, 303, sorted(LANGUAGES).index(lang)])
     final = out / lang
-    with atomic_dir(final, prefix=f".tmp-{lang}-") as tmp:
+    with output_dir(final, "parp-fairseq-corpus") as tmp:
         jobs_list = []
         plan: Dict[str, List[Tuple[str, str, Speaker, int]]] = {}
         for split, n in zip(SPLITS, sizes):
@@ -408,36 +409,28 @@ def pocketsphinx_real() -> List[Tuple[Path, str]]:
 
 
 def add_real_split(out: Path, lang: str, pairs: List[Tuple[Path, str]], jobs: int) -> None:
-    """Convert recordings to 16 kHz mono and write ``<lang>/real.*`` (atomically, per file set)."""
+    """Convert recordings to 16 kHz mono and write ``<lang>/real.*``: the audio folder first (built in
+    a temporary folder, then moved), then each manifest / label file atomically."""
     d = out / lang
-    wav = d / "wav" / "real"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-real-", dir=d))
-    try:
-        names = [f"{i:05d}_{p.stem}.wav" for i, (p, _) in enumerate(pairs)]
+    names = [f"{i:05d}_{p.stem}.wav" for i, (p, _) in enumerate(pairs)]
+    with output_dir(d / "wav" / "real", "parp-fairseq-corpus") as tmp:
         frames = _parallel(lambda j: _sox_to_16k([str(j[0])], tmp / j[1]),
                            [(p, nm) for (p, _), nm in zip(pairs, names)], f"real {lang}", jobs)
-        texts = [t for _, t in pairs]
-        files = {"real.tsv": str(out) + "\n" + "".join(f"{lang}/wav/real/{nm}\t{n}\n" for nm, n in zip(names, frames)),
-                 "real.wrd": "".join(t + "\n" for t in texts),
-                 "real.phn": "".join(p + "\n" for p in phonemize(texts, lang))}
-        if lang == "en":
-            files["real.ltr"] = "".join(letters(t) + "\n" for t in texts)
-        for name, content in files.items():
-            (tmp / name).write_text(content, encoding="utf-8")
-        if wav.exists():
-            shutil.rmtree(wav)
-        os.replace(tmp, wav)  # the audio folder first, then the manifests that point into it
-        for name in files:
-            os.replace(wav / name, d / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    texts = [t for _, t in pairs]
+    files = {"real.tsv": str(out) + "\n" + "".join(f"{lang}/wav/real/{nm}\t{n}\n" for nm, n in zip(names, frames)),
+             "real.wrd": "".join(t + "\n" for t in texts),
+             "real.phn": "".join(p + "\n" for p in phonemize(texts, lang))}
+    if lang == "en":
+        files["real.ltr"] = "".join(letters(t) + "\n" for t in texts)
+    for name in [n for n in files if n != "real.tsv"] + ["real.tsv"]:  # the manifest last: it marks completion
+        atomic_write_text(d / name, files[name])
 
 
 def write_pretrain_manifest(out: Path, langs: Sequence[str]) -> Path:
     """``pretrain/{train,valid}.tsv``: the train / valid audio of every language (stock
     ``audio_pretraining`` reads them)."""
-    with atomic_dir(out / "pretrain", prefix=".tmp-pretrain-") as tmp:
+    legacy = ("train.tsv", "valid.tsv") if (out / "corpus.json").exists() else None
+    with output_dir(out / "pretrain", "parp-fairseq-corpus", adopt=legacy) as tmp:
         for split in ("train", "valid"):
             rows = []
             for lang in langs:
@@ -448,14 +441,23 @@ def write_pretrain_manifest(out: Path, langs: Sequence[str]) -> Path:
 
 # ----------------------------------------------------------------------------------------------
 # checks
+def _read_lines(path: Path, what: str) -> List[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); {what} must be UTF-8") from None
+    except FileNotFoundError:
+        raise CorpusError(f"{path} does not exist") from None
+
+
 def check_manifest(tsv, max_files: Optional[int] = None) -> int:
-    """Check a fairseq audio manifest: root folder, every file present, 16 kHz mono, and the frame
-    counts as listed. Returns the number of files; raises :class:`CorpusError` naming the first
-    problem and the fix."""
+    """Check a fairseq audio manifest: root folder, every file present, readable audio, 16 kHz mono,
+    non-empty, and the frame counts as listed. Returns the number of files; raises
+    :class:`CorpusError` naming the first problem and the fix."""
     import soundfile as sf
 
     tsv = Path(tsv)
-    lines = tsv.read_text(encoding="utf-8").splitlines()
+    lines = _read_lines(tsv, "a manifest")
     if not lines:
         raise CorpusError(f"{tsv} is empty; a manifest starts with the audio root folder")
     root = Path(lines[0].strip())
@@ -469,10 +471,16 @@ def check_manifest(tsv, max_files: Optional[int] = None) -> int:
         parts = ln.split("\t")
         if len(parts) != 2 or not parts[1].strip().isdigit():
             raise CorpusError(f"{tsv}:{ln_no}: expected '<relative path>\\t<num samples>', got {ln!r}")
+        if int(parts[1]) == 0:
+            raise CorpusError(f"{tsv}:{ln_no}: {parts[0]} has 0 samples; remove zero-length audio from the manifest")
         path = root / parts[0]
         if not path.exists():
             raise CorpusError(f"{tsv}:{ln_no}: audio file {path} is missing")
-        info = sf.info(str(path))
+        try:
+            info = sf.info(str(path))
+        except Exception as e:  # soundfile.LibsndfileError: not audio, truncated header ...
+            raise CorpusError(f"{tsv}:{ln_no}: {path} is not readable audio ({str(e).splitlines()[0][:120]}); "
+                              f"re-create it as 16 kHz mono WAV/FLAC") from None
         if info.samplerate != SAMPLE_RATE or info.channels != 1:
             raise CorpusError(
                 f"{tsv}:{ln_no}: {path} is {info.samplerate} Hz with {info.channels} channel(s); wav2vec 2.0 "
@@ -483,19 +491,33 @@ def check_manifest(tsv, max_files: Optional[int] = None) -> int:
     return n
 
 
+def check_label_file(tsv: Path, label_path: Path, symbols: Optional[Iterable[str]] = None,
+                     allow_unknown: bool = False) -> List[str]:
+    """One label line per manifest entry, UTF-8, and (with ``symbols``) only dictionary symbols.
+    Returns the unknown symbols (raises unless ``allow_unknown``)."""
+    n_audio = len(_read_lines(tsv, "a manifest")) - 1
+    if not label_path.exists():
+        raise CorpusError(f"{label_path} does not exist: every manifest {tsv.name} needs its label file")
+    labels = _read_lines(label_path, "label files")
+    if len(labels) != n_audio:
+        raise CorpusError(f"{label_path} has {len(labels)} lines for the {n_audio} audio files of {tsv}; "
+                          f"one transcript line per manifest entry")
+    if symbols is None:
+        return []
+    unknown = sorted({s for ln in labels for s in ln.split()} - set(symbols))
+    if unknown and not allow_unknown:
+        raise CorpusError(f"{label_path} uses {len(unknown)} symbol(s) missing from the dictionary: {unknown[:10]}; "
+                          f"fairseq would silently map them to <unk>. Add them to the dict file (and retrain) "
+                          f"or fix the labels")
+    return unknown
+
+
 def check_labels(data: Path, split: str, label: str, allow_unknown: bool = False) -> List[str]:
     """Labels have one line per manifest entry and only dictionary symbols (``allow_unknown``: the
     real-speech splits, whose transcripts may hold phones the synthetic training data never has;
     fairseq maps them to ``<unk>`` and they count as errors). Returns the unknown symbols."""
-    n_audio = len((data / f"{split}.tsv").read_text(encoding="utf-8").splitlines()) - 1
-    labels = (data / f"{split}.{label}").read_text(encoding="utf-8").splitlines()
-    if len(labels) != n_audio:
-        raise CorpusError(f"{data}/{split}.{label} has {len(labels)} lines for {n_audio} audio files")
-    symbols = {ln.split()[0] for ln in (data / f"dict.{label}.txt").read_text(encoding="utf-8").splitlines()}
-    unknown = {s for ln in labels for s in ln.split()} - symbols
-    if unknown and not allow_unknown:
-        raise CorpusError(f"{data}/{split}.{label} uses symbols missing from dict.{label}.txt: {sorted(unknown)[:10]}")
-    return sorted(unknown)
+    symbols = {ln.split()[0] for ln in _read_lines(data / f"dict.{label}.txt", "dictionaries") if ln.strip()}
+    return check_label_file(data / f"{split}.tsv", data / f"{split}.{label}", symbols, allow_unknown)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -521,11 +543,22 @@ def prepare(out, tier: str = "tiny", langs: Optional[Sequence[str]] = None, seed
     meta_path = out / "corpus.json"
     meta = {"tier": tier, "seed": seed, "sample_rate": SAMPLE_RATE, "tools": tools}
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
+        try:
+            old = json.loads(meta_path.read_text())
+            assert isinstance(old, dict) and "tier" in old
+        except (ValueError, AssertionError, OSError):
+            raise CorpusError(f"{meta_path} exists but is not a parp-fairseq-corpus record; {out} is not a corpus "
+                              f"folder of this tool: give another --out") from None
         if (old.get("tier"), old.get("seed")) != (tier, seed):
             raise CorpusError(f"{out} holds a {old.get('tier')!r} corpus with seed {old.get('seed')}; "
                               f"use another --out for tier {tier!r} seed {seed}")
         langs = sorted(set(langs) | set(old.get("languages", [])))
+    # refuse folders that are not this tool's before synthesizing anything (nothing is replaced
+    # that parp-fairseq-corpus did not write; a corpus of an earlier version has an unmarked pretrain/)
+    check_output_dir(out / "pretrain", "parp-fairseq-corpus", adopt=("train.tsv", "valid.tsv") if meta_path.exists() else None)
+    for lang in langs:
+        if not (out / lang / "dict.phn.txt").exists():
+            check_output_dir(out / lang, "parp-fairseq-corpus")
     jobs = jobs or os.cpu_count() or 1
     t = TIERS[tier]
     variants = voice_variants()
@@ -546,7 +579,5 @@ def prepare(out, tier: str = "tiny", langs: Optional[Sequence[str]] = None, seed
     sizes = {lang: {sp: len((out / lang / f"{sp}.tsv").read_text().splitlines()) - 1
                     for sp in (*SPLITS, "real") if (out / lang / f"{sp}.tsv").exists()} for lang in langs}
     meta.update(languages=langs, sizes=sizes)
-    tmp_meta = meta_path.with_suffix(".json.tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp_meta, meta_path)
+    atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return out

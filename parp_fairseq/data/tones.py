@@ -25,7 +25,7 @@ from typing import Dict, List
 import numpy as np
 import soundfile as sf
 
-from ..fsutil import atomic_dir
+from ..fsutil import output_dir
 
 SAMPLE_RATE = 16000
 LETTERS = "abcdefgh"
@@ -94,9 +94,7 @@ def make_tone_corpus(out_dir: str | os.PathLike, sizes: Dict[str, int] | None = 
     if out.exists():
         if (out / "dict.ltr.txt").exists() and not overwrite:
             return out
-        if any(out.iterdir()) and not overwrite:
-            raise FileExistsError(f"{out} exists and is not a tone corpus; pick an empty directory")
-    with atomic_dir(out, prefix=".tones-") as tmp:
+    with output_dir(out, "tones corpus") as tmp:
         counts: Counter = Counter()
         for s_idx, (split, n) in enumerate(sorted(sizes.items())):
             rng = np.random.default_rng([seed, s_idx])

@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..fsutil import atomic_dir
+from ..errors import run_cli
+from ..fsutil import check_output_dir, output_dir
 
+LM_FILES = ("lm.arpa", "lm.bin", "lexicon.txt", "lm.json")  # what this command writes
 REPO_TOOLS = Path(__file__).resolve().parents[2] / "tools" / "kenlm" / "bin"
 
 
@@ -66,6 +68,7 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
     if not words:
         raise ValueError(f"LM text {text!r} is empty")
     out = Path(out_dir)
+    check_output_dir(out, "parp-fairseq-lm", adopt=LM_FILES)  # before the work
     key = {"text_sha1": hashlib.sha1(corpus.encode()).hexdigest(), "order": order, "prune": prune,
            "dict": Path(dict_path).read_text() if dict_path else None}
     meta = out / "lm.json"
@@ -74,7 +77,7 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
             print(f"[lm] up to date: {out}")
             return out
     lmplz, build_binary = kenlm_bin("lmplz"), kenlm_bin("build_binary")
-    with atomic_dir(out, prefix=".lm-") as tmp:
+    with output_dir(out, "parp-fairseq-lm", adopt=LM_FILES) as tmp:
         cmd = [lmplz, "-o", str(order), "--discount_fallback", "-S", "20%", "-T", str(tmp)]
         if prune:
             cmd += ["--prune", *prune.split()]
@@ -96,17 +99,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="parp-fairseq-lm", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--text", required=True, help="one sentence per line (e.g. train.wrd)")
-    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--out-dir", required=True, help="new or empty folder, or an earlier --out-dir of this command")
     ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--dict", help="dict.ltr.txt: only words spellable in it enter the lexicon")
     ap.add_argument("--prune", default="", help="lmplz --prune thresholds, e.g. '0 0 1'")
     args = ap.parse_args(argv)
-    try:
+
+    def body() -> int:
         build(args.text, args.out_dir, args.order, args.dict, args.prune)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"parp-fairseq-lm: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli("parp-fairseq-lm", body, extra=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Union
 
 import torch
-from fairseq import checkpoint_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import register_model
 from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig, Wav2VecCtc, Wav2VecEncoder
 from omegaconf import II
 
-from ..checkpoints import effective_weights, is_pruning_key
+from ..checkpoints import effective_weights, is_pruning_key, load_checkpoint
+from ..errors import InputError, MissingFileError, ParpFairseqError
 from ..pruning.magnitude import RANKINGS, check_sparsity, magnitude_masks, random_masks
 from ..pruning.maskfile import load_mask_file
 from ..pruning.masker import ParamMasker, find_targets
@@ -118,41 +118,55 @@ class ParpWav2Vec2CtcConfig(Wav2Vec2CtcConfig):
 
 
 def validate_pruning_config(pc) -> None:
-    """One clear ValueError for each bad setting, before anything is built or written."""
+    """One clear :class:`InputError` (a ValueError) for each bad setting, before anything is built or written."""
+    try:
+        _validate_pruning_config(pc)
+    except ParpFairseqError:
+        raise
+    except ValueError as e:  # from the pure functions (check_sparsity ...)
+        raise InputError(str(e)) from None
+
+
+def _validate_pruning_config(pc) -> None:
     if pc.method not in PRUNE_METHODS:
-        raise ValueError(f"pruning.method={pc.method!r} is unknown; choose one of {PRUNE_METHODS}")
+        raise InputError(f"pruning.method={pc.method!r} is unknown; choose one of {PRUNE_METHODS}")
     if pc.sparsity is not None:
         check_sparsity(pc.sparsity, "pruning.sparsity")
     check_sparsity(pc.ramp_start_sparsity, "pruning.ramp_start_sparsity")
     if pc.method == "parp" and pc.reprune_interval <= 0:
-        raise ValueError(f"pruning.reprune_interval={pc.reprune_interval}: PARP re-prunes every "
+        raise InputError(f"pruning.reprune_interval={pc.reprune_interval}: PARP re-prunes every "
                          f"N updates and needs N >= 1")
+    try:
+        re.compile(pc.pattern)
+    except re.error as e:
+        raise InputError(f"pruning.pattern={pc.pattern!r} is not a valid regular expression ({e}); it must "
+                         f"fully match module names such as encoder.layers.0.fc1") from None
     if pc.ramp_updates < 0:
-        raise ValueError(f"pruning.ramp_updates={pc.ramp_updates} must be >= 0")
+        raise InputError(f"pruning.ramp_updates={pc.ramp_updates} must be >= 0")
     if pc.method in ("omp", "imp") and not pc.mask_path:
-        raise ValueError(f"pruning.method={pc.method} needs pruning.mask_path: compute the mask of "
+        raise InputError(f"pruning.method={pc.method} needs pruning.mask_path: compute the mask of "
                          f"a finetuned checkpoint with `parp-fairseq-mask omp "
                          f"--checkpoint FT.pt --sparsity S --out mask.pt`")
     if pc.method in ("mpi", "random") and pc.sparsity is None and not pc.mask_path:
-        raise ValueError(f"pruning.method={pc.method} needs pruning.sparsity (fraction removed)")
+        raise InputError(f"pruning.method={pc.method} needs pruning.sparsity (fraction removed)")
     if pc.method in ("s3router", "s3router_p"):
         if pc.sparsity is None:
-            raise ValueError(f"pruning.method={pc.method} needs pruning.sparsity (fraction removed)")
+            raise InputError(f"pruning.method={pc.method} needs pruning.sparsity (fraction removed)")
         if pc.mask_path:
-            raise ValueError(f"pruning.method={pc.method} learns its masks from scores; "
+            raise InputError(f"pruning.method={pc.method} learns its masks from scores; "
                              f"pruning.mask_path is not used: drop it")
         if pc.method == "s3router_p" and not pc.init_from:
-            raise ValueError("pruning.method=s3router_p prunes a FINETUNED model: set "
+            raise InputError("pruning.method=s3router_p prunes a FINETUNED model: set "
                              "pruning.init_from=FINETUNED.pt (its weights are frozen, scores = |w|/scale)")
     if pc.method == "parp" and pc.sparsity is None and not pc.mask_path:
-        raise ValueError("pruning.method=parp needs pruning.sparsity or a pruning.mask_path")
+        raise InputError("pruning.method=parp needs pruning.sparsity or a pruning.mask_path")
     if pc.mask_path and not os.path.isfile(pc.mask_path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"pruning.mask_path={pc.mask_path!r} does not exist; compute it with "
             f"`parp-fairseq-mask omp|mpi|random --checkpoint CKPT --sparsity S --out {pc.mask_path}`"
         )
     if pc.init_from and not os.path.isfile(pc.init_from):
-        raise FileNotFoundError(f"pruning.init_from={pc.init_from!r} does not exist")
+        raise MissingFileError(f"pruning.init_from={pc.init_from!r} does not exist")
 
 
 @register_model("parp_wav2vec_ctc", dataclass=ParpWav2Vec2CtcConfig)
@@ -175,7 +189,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
         targets = find_targets(self, pc.pattern, params)
         if _MODE[pc.method] == "score":
             if cfg.freeze_finetune_updates > 0:
-                raise ValueError(
+                raise InputError(
                     f"pruning.method={pc.method} trains scores from update 0, but "
                     f"model.freeze_finetune_updates={cfg.freeze_finetune_updates} runs the encoder "
                     f"under no_grad until then: set model.freeze_finetune_updates=0")
@@ -187,8 +201,17 @@ class ParpWav2VecCtc(Wav2VecCtc):
     @classmethod
     def build_model(cls, cfg: ParpWav2Vec2CtcConfig, task):
         validate_pruning_config(cfg.pruning)  # fail before loading the pretrained model
+        try:
+            return cls._build_model(cfg, task)
+        except ParpFairseqError:
+            raise
+        except (ValueError, FileNotFoundError) as e:  # bad masks / files from the pure functions: one line
+            raise InputError(str(e)) from e
+
+    @classmethod
+    def _build_model(cls, cfg: ParpWav2Vec2CtcConfig, task):
         if cfg.pruning.method != "none" and not hasattr(task, "building_from_checkpoint"):
-            raise ValueError(
+            raise InputError(
                 f"pruning.method={cfg.pruning.method} needs the task's update hooks: set "
                 f"task._name=parp_audio_finetuning (got {type(task).__name__})")
         model = cls(cfg, Wav2VecEncoder(cfg, len(task.target_dictionary)))
@@ -228,10 +251,10 @@ class ParpWav2VecCtc(Wav2VecCtc):
 
     def load_weights_from(self, path: str) -> None:
         """Copy every weight (not masks/scores) of a dense or pruned CTC checkpoint into this model."""
-        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+        state = load_checkpoint(path)  # safe: weights_only + literal config strings
         name = (state.get("cfg") or {}).get("model", {}).get("_name")
         if name not in ("wav2vec_ctc", "parp_wav2vec_ctc"):
-            raise ValueError(f"pruning.init_from={path!r} is a {name!r} checkpoint; it must be a "
+            raise InputError(f"pruning.init_from={path!r} is a {name!r} checkpoint; it must be a "
                              f"finetuned CTC model (wav2vec_ctc or parp_wav2vec_ctc). Pretrained "
                              f"wav2vec 2.0 checkpoints go to model.w2v_path")
         extra = self.masker.public_keys() if self.masker is not None else []
@@ -241,7 +264,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
         bad = [(k, list(v.shape), list(own_w[k].shape)) for k, v in sd.items()
                if k in own_w and v.shape != own_w[k].shape]
         if bad or set(sd) != set(own_w):
-            raise ValueError(
+            raise InputError(
                 f"pruning.init_from={path!r} does not fit this model: shape mismatches {bad[:3]}, "
                 f"missing {sorted(set(own_w) - set(sd))[:3]}, unexpected {sorted(set(sd) - set(own_w))[:3]} "
                 f"(another architecture or another target dictionary?)")
@@ -263,7 +286,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
             if self._target_sparsity is None:
                 self._target_sparsity = mf.sparsity
             elif pc.method != "parp" and abs(mf.report()["global"] - self._target_sparsity) > 1e-3:
-                raise ValueError(
+                raise InputError(
                     f"pruning.sparsity={self._target_sparsity} but {pc.mask_path} has sparsity "
                     f"{mf.report()['global']:.4f}; drop pruning.sparsity or recompute the mask")
             self.masker.set_masks(mf.masks, source=f"mask file {pc.mask_path}")
@@ -382,7 +405,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
         extra_keys = {k for k in state_dict if is_pruning_key(k)}
         if self.masker is None:
             if extra_keys:
-                raise ValueError(
+                raise InputError(
                     "this checkpoint is PRUNED (it holds masks) but the model has "
                     "pruning.method=none. Load it with its own config, give its masks to a "
                     "pruning method (`parp-fairseq-mask extract`), or squash it into a dense "
@@ -394,7 +417,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
             own = self._public_state_dict()
             state_dict = {**state_dict, **{k: own[k] for k in expected}}
         elif extra_keys != expected:
-            raise ValueError(
+            raise InputError(
                 f"the checkpoint's masks ({len(extra_keys)} tensors, e.g. {sorted(extra_keys)[:2]}) "
                 f"do not match the model's pruning targets ({len(expected)}, e.g. "
                 f"{sorted(expected)[:2]}): it was pruned with another pruning.pattern/prune_bias "

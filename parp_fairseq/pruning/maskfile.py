@@ -25,6 +25,7 @@ from typing import Any, Dict, Mapping
 
 import torch
 
+from ..errors import CheckpointError, MissingFileError
 from ..fsutil import atomic_torch_save
 from .magnitude import Masks
 from .stats import sparsity_report
@@ -78,34 +79,29 @@ def save_mask_file(path: str | os.PathLike, mf: MaskFile) -> None:
 
 
 def load_mask_file(path: str | os.PathLike) -> MaskFile:
+    from ..safe_load import torch_load
+
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"mask file {path!r} does not exist; compute one with "
             f"`parp-fairseq-mask omp|mpi|random ... --out {path}`"
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # fairseq checkpoints hold non-allow-listed objects
-        raise ValueError(
-            f"{path!r} is not a parp_fairseq mask file ({type(e).__name__}). If it is a fairseq "
-            f"checkpoint, compute a mask from it with `parp-fairseq-mask omp --checkpoint {path} "
-            f"--sparsity S --out mask.pt`"
-        ) from None
+    obj = torch_load(path, what="mask file")  # weights_only: a mask file holds tensors and plain data
     if not isinstance(obj, dict) or obj.get("format") != MASK_FORMAT:
         hint = " (it looks like a fairseq checkpoint)" if isinstance(obj, dict) and "model" in obj else ""
-        raise ValueError(
+        raise CheckpointError(
             f"{path!r} is not a parp_fairseq mask file{hint}; compute one with "
             f"`parp-fairseq-mask omp|mpi|random --checkpoint CKPT --sparsity S --out mask.pt`"
         )
     if obj.get("version", 0) > MASK_VERSION:
-        raise ValueError(f"{path!r} has mask format version {obj['version']}; this parp_fairseq "
-                         f"reads up to {MASK_VERSION}: upgrade parp_fairseq")
+        raise CheckpointError(f"{path!r} has mask format version {obj['version']}; this parp_fairseq "
+                              f"reads up to {MASK_VERSION}: upgrade parp_fairseq")
     masks = {n: m.to(torch.bool) for n, m in obj["masks"].items()}
     for n, m in masks.items():
         if list(m.shape) != list(obj["shapes"][n]):
-            raise ValueError(f"{path!r} is corrupt: mask {n} has shape {list(m.shape)} but the "
-                             f"file records {obj['shapes'][n]}")
+            raise CheckpointError(f"{path!r} is corrupt: mask {n} has shape {list(m.shape)} but the "
+                                  f"file records {obj['shapes'][n]}")
     return MaskFile(masks=masks, sparsity=float(obj["sparsity"]), method=obj["method"],
                     ranking=obj["ranking"], source=obj.get("source", ""), meta=obj.get("meta", {}))
 

@@ -7,10 +7,11 @@ Hooks only, no trainer fork: ``optimizer_step`` (fixed masks stay exact, PARP re
 """
 
 
+import logging
 import math
-import os
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -18,6 +19,8 @@ from fairseq.dataclass import ChoiceEnum
 
 from fairseq.tasks import register_task
 from fairseq.tasks.audio_finetuning import AudioFinetuningConfig, AudioFinetuningTask
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,7 +40,14 @@ class ParpAudioFinetuningConfig(AudioFinetuningConfig):
     check_manifest: bool = field(
         default=True,
         metadata={"help": "when a split is loaded, check every audio file of its manifest (present, "
-                  "16 kHz mono, sample count as listed) and fail with the first bad line"},
+                  "readable, 16 kHz mono, non-empty, sample count as listed) and its label file (one "
+                  "UTF-8 line per utterance, dictionary symbols only) and fail with the first bad line"},
+    )
+    allow_unknown_labels: bool = field(
+        default=False,
+        metadata={"help": "accept label symbols missing from the dictionary (fairseq maps them to <unk>, "
+                  "scored as errors): for evaluating on recorded speech whose transcripts hold symbols "
+                  "the training data never had. Training splits should never need it"},
     )
 
 
@@ -91,15 +101,41 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
         super().__init__(cfg)
         self.building_from_checkpoint = False
         self._model_ref = None
+        self.allow_unknown_labels = False  # parp-fairseq-decode sets it for recorded-speech test sets
+        self._warned_multiple = False
 
     def load_dataset(self, split: str, task_cfg=None, **kwargs):
         cfg = task_cfg or self.cfg
-        tsv = os.path.join(cfg.data, f"{split}.tsv")
-        if getattr(cfg, "check_manifest", True) and os.path.exists(tsv):
-            from ..data.speech import check_manifest
+        tsv = Path(cfg.data) / f"{split}.tsv"
+        if getattr(cfg, "check_manifest", True) and tsv.exists():
+            from ..data.speech import check_label_file, check_manifest
 
             check_manifest(tsv)
+            if cfg.labels:
+                d = self.target_dictionary
+                symbols = d.symbols[d.nspecial:] if d is not None else None
+                allow = getattr(cfg, "allow_unknown_labels", False) or self.allow_unknown_labels
+                unknown = check_label_file(tsv, tsv.with_suffix(f".{cfg.labels}"), symbols, allow_unknown=allow)
+                if unknown:
+                    logger.warning(f"{split}: {len(unknown)} label symbol(s) outside the dictionary "
+                                   f"({unknown[:8]}) map to <unk> and count as errors")
         return super().load_dataset(split, task_cfg, **kwargs)
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """fairseq's ``batch_by_size`` silently DROPS the last ``len % required_batch_size_multiple``
+        utterances of a split (13 utterances, multiple 8: one batch of 8). Validation and
+        ``fairseq-generate`` must see every utterance, so this task always batches with multiple 1."""
+        mult = kwargs.get("required_batch_size_multiple", args[4] if len(args) > 4 else 1)
+        if mult != 1:
+            if not self._warned_multiple:
+                logger.info(f"required_batch_size_multiple={mult} -> 1: fairseq's batch_by_size drops the "
+                            f"last len % {mult} utterances of every split")
+                self._warned_multiple = True
+            if len(args) > 4:
+                args = (*args[:4], 1, *args[5:])
+            else:
+                kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, *args, **kwargs)
 
     def build_model(self, model_cfg, from_checkpoint=False):
         self.building_from_checkpoint = from_checkpoint

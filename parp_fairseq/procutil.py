@@ -1,0 +1,105 @@
+"""Child training processes that die with their parent, and one lock per work folder."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+from .errors import InputError
+from .fairseq_hooks import KILL_GROUP_ENV
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(parent_pid: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except OSError:
+            pass
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+def run_child(cmd: List[str], log_file=None, on_line: Optional[Callable[[str], None]] = None) -> int:
+    """Run ``cmd`` (a ``fairseq-hydra-train`` / ``parp-fairseq-imp`` command) as a child that cannot
+    outlive this process: its own process group, SIGTERM to it when this process dies (even by
+    SIGKILL, through ``PR_SET_PDEATHSIG``), and the plugin in the child passes SIGTERM on to the
+    child's own workers. Ctrl-C / SIGTERM / an exception here stop the whole group too.
+    Output lines go to ``log_file`` (and ``on_line``). Returns the exit code."""
+    env = {**os.environ, KILL_GROUP_ENV: "1", "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE if log_file or on_line else None,
+                         stderr=subprocess.STDOUT if log_file or on_line else None, text=True, env=env,
+                         start_new_session=True, preexec_fn=_child_setup(os.getpid()))
+    prev = {}
+
+    def forward(signum, frame):
+        _kill_group(p)
+        handler = prev.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError):  # not the main thread: rely on PDEATHSIG
+            prev[sig] = signal.signal(sig, forward)
+    try:
+        if p.stdout is not None:
+            for line in p.stdout:
+                if log_file is not None:
+                    log_file.write(line)
+                    log_file.flush()
+                if on_line is not None:
+                    on_line(line)
+        return p.wait()
+    except BaseException:
+        _kill_group(p)
+        raise
+    finally:
+        for sig, h in prev.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, h)
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    if p.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, signal.SIGTERM)
+    try:
+        p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir, command: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<workdir>/.parp_fairseq.lock`` for the whole command; a second
+    command on the same folder is refused at once, naming the holder. The kernel drops the lock
+    when the holder dies, so a killed run never leaves a stale lock."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / ".parp_fairseq.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise InputError(f"{workdir} is in use by {holder}; wait for it to finish (or stop it) before "
+                             f"running {command} on the same folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{command} (pid {os.getpid()})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
