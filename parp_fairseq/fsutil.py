@@ -115,6 +115,17 @@ def _parent_dir(path: Path) -> Path:
     return d
 
 
+def _is_write_failure(e: BaseException) -> bool:
+    """torch.save reports a failed write as RuntimeError (PytorchStreamWriter / inline_container)."""
+    while e is not None:
+        msg = str(e)
+        if isinstance(e, OSError) or "inline_container" in msg or "PytorchStreamWriter" in msg or \
+                "write" in msg.lower():
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def atomic_write(path, write: Callable[[str], Any]) -> None:
     """Call ``write(tmp_path)`` and rename the (fsync-ed) result over ``path``."""
     path = Path(path)
@@ -138,8 +149,9 @@ def atomic_write(path, write: Callable[[str], Any]) -> None:
             os.unlink(tmp)
         if isinstance(e, OSError):
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-        if isinstance(e, RuntimeError) and "write" in str(e).lower():  # torch's zip writer on a full disk
-            raise OutputError(f"cannot write {path}: {str(e).splitlines()[0]} (disk full or file too large?)") from None
+        if isinstance(e, RuntimeError) and _is_write_failure(e):  # torch's zip writer on a full disk
+            raise OutputError(f"cannot write {path}: the write failed (disk full or file too large?): "
+                              f"{str(e).splitlines()[0][:160]}") from None
         raise
 
 

@@ -174,21 +174,21 @@ def allow_trusted_globals() -> None:
         torch.serialization.add_safe_globals(objs)
 
 
-_GLOBAL_RX = re.compile(r"(?:Unsupported global: GLOBAL|global)\s+([\w.]+)")
+_GLOBAL_RX = re.compile(r"GLOBAL\s+([\w.]+)")
 
 
 def explain_load_error(path: str, e: BaseException) -> CheckpointError:
     """One clear error for a file torch could not load (unsafe pickle, truncated, not a checkpoint)."""
     msg = str(e)
-    if isinstance(e, pickle.UnpicklingError) or "weights_only" in msg.lower() or "Unsupported global" in msg:
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in msg.lower() or "GLOBAL" in msg:
         m = _GLOBAL_RX.search(msg)
         g = m.group(1) if m else "an object"
         return CheckpointError(
             f"{path} pickles {g}, which is not on the allow-list of what fairseq checkpoints hold; it was NOT "
             f"loaded (loading it could run code). If you trust this file, allow it explicitly with "
             f"{TRUST_ENV}={g if m else 'module.Name'}")
-    if isinstance(e, (EOFError, zipfile.BadZipFile)) or "zip" in msg.lower() or "central directory" in msg.lower() \
-            or "archive" in msg.lower():
+    if isinstance(e, (EOFError, zipfile.BadZipFile, OSError)) or "zip" in msg.lower() \
+            or "central directory" in msg.lower() or "archive" in msg.lower() or not is_readable_checkpoint(path):
         size = os.path.getsize(path) if os.path.exists(path) else 0
         return CheckpointError(f"{path} is corrupt or truncated ({size} bytes; {type(e).__name__}): "
                                f"not a readable torch checkpoint. Was its save interrupted?")

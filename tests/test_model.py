@@ -6,6 +6,7 @@ from torch.nn.utils import prune
 
 from helpers import build_parp, build_stock, logits, train_step
 from parp_fairseq.pruning import magnitude_masks, sparsity_report
+from parp_fairseq.safe_load import torch_load
 
 
 def _stock_copy(task, pretrained, parp):
@@ -37,7 +38,7 @@ def test_targets_are_attention_and_ffn_only(task, pretrained):
 
 def test_mpi_mask_is_global_magnitude_of_pretrained_and_exact(task, pretrained):
     m = build_parp(task, pretrained, method="mpi", sparsity=0.6)
-    pre = torch.load(pretrained, weights_only=False)["model"]
+    pre = torch_load(pretrained)["model"]
     expected = magnitude_masks({n: pre[n] for n in m.masker.names()}, 0.6, "global")
     for n, mask in m.masker.masks().items():
         assert torch.equal(mask, expected[n]), n
@@ -57,7 +58,7 @@ def test_masks_take_effect_through_mha_fast_path(task, pretrained, sample):
     ref = stock.w2v_encoder.w2v_model.encoder.layers[0].self_attn.q_proj.weight
     mask = m.w2v_encoder.w2v_model.encoder.layers[0].self_attn.q_proj.weight_mask
     # weights zeroed by hand from the pretrained values
-    pre = torch.load(pretrained, weights_only=False)["model"]
+    pre = torch_load(pretrained)["model"]
     with torch.no_grad():
         for n, msk in m.masker.masks().items():
             key = "w2v_encoder.w2v_model." + n

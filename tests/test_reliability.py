@@ -51,8 +51,9 @@ def _run(main, args, capsys):
 
 
 def _one_line_error(err: str) -> bool:
+    """No traceback, and exactly one ``...error: ...`` line (tools may log progress lines before it)."""
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    return "Traceback" not in err and len(lines) >= 1 and "error" in lines[-1].lower()
+    return "Traceback" not in err and sum(": error: " in ln for ln in lines) == 1 and ": error: " in lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -286,15 +287,15 @@ def test_no_payload_runs_in_any_command(kind, payloads, mask_file, tmp_path, cap
 
 
 @pytest.mark.parametrize("case", ["pickle_w2v", "eval_w2v", "eval_init_from", "pickle_mask_path", "truncated_w2v",
-                                  "text_w2v", "bad_regex"])
+                                  "text_w2v", "bad_regex", "short_labels"])
 def test_fairseq_hydra_train_refuses_with_one_line(case, payloads, pretrained, corpus, tmp_path):
     over = {"pickle_w2v": [f"model.w2v_path={payloads['pickle']}"],
             "eval_w2v": [f"model.w2v_path={payloads['eval_pretrained']}"],
             "eval_init_from": ["pruning=mpi", "model.pruning.sparsity=0.5",
                                f"model.pruning.init_from={payloads['eval_finetuned']}"],
             "pickle_mask_path": ["pruning=omp", f"model.pruning.mask_path={payloads['pickle']}"],
-            "truncated_w2v": None, "text_w2v": None,
-            "bad_regex": ["pruning=mpi", "model.pruning.sparsity=0.5", "model.pruning.pattern=encoder(["]}[case]
+            "truncated_w2v": None, "text_w2v": None, "short_labels": [],
+            "bad_regex": ["pruning=mpi", "model.pruning.sparsity=0.5", "model.pruning.pattern='enc(oder'"]}[case]
     if case == "truncated_w2v":
         bad = tmp_path / "trunc.pt"
         bad.write_bytes(Path(pretrained).read_bytes()[:5000])
@@ -303,27 +304,50 @@ def test_fairseq_hydra_train_refuses_with_one_line(case, payloads, pretrained, c
         bad = tmp_path / "notes.pt"
         bad.write_text("not a checkpoint\n")
         over = [f"model.w2v_path={bad}"]
+    data = corpus
+    if case == "short_labels":  # a label file one line short of its manifest
+        data = tmp_path / "data"
+        data.mkdir()
+        for f in corpus.iterdir():
+            if f.is_file():
+                shutil.copy(f, data)
+        (data / "valid.ltr").write_text("\n".join((corpus / "valid.ltr").read_text().splitlines()[:-1]) + "\n")
     if "model.w2v_path" not in " ".join(over):
         over.append(f"model.w2v_path={pretrained}")
-    r = hydra_train("configs/finetune", "tiny", tmp_path / "run", f"task.data={corpus}", *over, check=False)
+    r = hydra_train("configs/finetune", "tiny", tmp_path / "run", f"task.data={data}", *over, check=False)
     assert r.returncode != 0
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    last = [ln for ln in r.stderr.strip().splitlines() if ln.strip()][-1]
+    # hydra prints "Error executing job ...", our one line, then its HYDRA_FULL_ERROR hint
+    err = r.stderr.split("Error executing job with overrides", 1)[-1].split("Set the environment variable HYDRA_FULL")[0]
+    lines = [ln for ln in err.strip().splitlines()[1:] if ln.strip()]
+    assert len(lines) == 1, r.stderr[-3000:]
+    last = lines[0]
     expect = {"pickle_w2v": "PARP_FAIRSEQ_TRUSTED_GLOBALS", "eval_w2v": "not a plain literal",
               "eval_init_from": "not a plain literal", "pickle_mask_path": "PARP_FAIRSEQ_TRUSTED_GLOBALS",
-              "truncated_w2v": "corrupt or truncated", "text_w2v": "checkpoint", "bad_regex": "regular expression"}[case]
+              "truncated_w2v": "corrupt or truncated", "text_w2v": "checkpoint", "bad_regex": "regular expression",
+              "short_labels": "valid.ltr has"}[case]
     assert expect in last, r.stderr[-2000:]
     assert not payloads["marker"].exists()
 
 
+class Harmless:
+    """A custom class a user may pickle into a checkpoint they trust."""
+
+    def __init__(self, v=1):
+        self.v = v
+
+
 def test_trusted_globals_opt_in(payloads, monkeypatch):
+    path = payloads["dir"] / "custom.pt"
+    torch.save({"x": Harmless(7)}, path)
+    with pytest.raises(ValueError, match="test_reliability.Harmless.*PARP_FAIRSEQ_TRUSTED_GLOBALS=test_reliability.Harmless"):
+        torch_load(path)
+    monkeypatch.setenv("PARP_FAIRSEQ_TRUSTED_GLOBALS", "test_reliability.Harmless")
+    assert torch_load(path)["x"].v == 7  # the user vouched for this class
+    monkeypatch.setenv("PARP_FAIRSEQ_TRUSTED_GLOBALS", "posix.mkdir")  # torch blocks os functions regardless
     with pytest.raises(ValueError, match="posix.mkdir"):
         torch_load(payloads["pickle"])
-    monkeypatch.setenv("PARP_FAIRSEQ_TRUSTED_GLOBALS", "posix.mkdir")
-    target = payloads["dir"] / "trusted"
-    torch.save({"x": Evil(target)}, payloads["dir"] / "trusted.pt")
-    torch_load(payloads["dir"] / "trusted.pt")  # the user said so: it runs
-    assert target.is_dir()
+    assert not payloads["marker"].exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import torch
 from helpers import build_parp, build_stock, logits, train_step
 from parp_fairseq.pruning import magnitude_masks, num_to_prune
 from parp_fairseq.pruning.scores import init_scores
+from parp_fairseq.safe_load import torch_load
 
 
 def _exact_per_tensor(model, sparsity):
@@ -31,7 +32,7 @@ def test_ori_init_ranks_like_weights_pure():
 
 def test_s3router_first_mask_is_per_tensor_magnitude_and_weights_frozen(task, pretrained):
     m = build_parp(task, pretrained, method="s3router", sparsity=0.3, ranking="tensor")
-    pre = torch.load(pretrained, weights_only=False)["model"]
+    pre = torch_load(pretrained)["model"]
     expected = magnitude_masks({n: pre[n] for n in m.masker.names()}, 0.3, "tensor")
     for n, mask in m.masker.masks().items():
         assert torch.equal(mask, expected[n]), n
@@ -109,7 +110,7 @@ def test_s3router_state_dict_roundtrip_and_names(task, pretrained, sample, tmp_p
 def test_s3router_p_starts_from_finetuned_magnitudes(task, pretrained, finetuned):
     m = build_parp(task, pretrained, method="s3router_p", sparsity=0.6, score_init="magnitude_scale",
                    score_scale=0.5, init_from=str(finetuned), ranking="tensor")
-    ft = torch.load(finetuned, weights_only=True)["model"]
+    ft = torch_load(finetuned)["model"]
     for n, w in m.masker.params().items():
         assert torch.equal(w, ft["w2v_encoder.w2v_model." + n])
         assert torch.allclose(m.masker.scores()[n], w / 0.5)

@@ -12,6 +12,7 @@ from conftest import REPO, hydra_train
 from parp_fairseq.checkpoints import checkpoint_masks
 from parp_fairseq.cli import mask as mask_cli
 from parp_fairseq.pruning import load_mask_file, magnitude_masks, num_to_prune
+from parp_fairseq.safe_load import torch_load
 
 SHORT = ["optimization.max_update=30", "checkpoint.save_interval_updates=10",
          "dataset.validate_interval_updates=10"]
@@ -21,7 +22,7 @@ RESUMABLE = ["lr_scheduler.phase_ratio=null", "+lr_scheduler.warmup_steps=5", "+
 
 
 def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch_load(path)
 
 
 def _assert_exact(state, sparsity):
@@ -89,7 +90,7 @@ def test_resume_is_exact(corpus, pretrained, tmp_path, method):
     assert "@ 20 updates" in out.stdout + out.stderr
     a, b = _load(straight / "checkpoint_last.pt"), _load(resumed / "checkpoint_last.pt")
     _assert_exact(b, 0.5)
-    pre = torch.load(pretrained, map_location="cpu", weights_only=False)["model"]
+    pre = torch_load(pretrained)["model"]
     ranking = "tensor" if method == "s3router" else "global"
     start = magnitude_masks({n: pre[n] for n in mid_masks}, 0.5, ranking)  # the initial mask of both
     assert any(not torch.equal(mid_masks[n], start[n]) for n in start), "masks never moved"

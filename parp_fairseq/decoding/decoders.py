@@ -149,7 +149,9 @@ class FlashlightDecoder:
                                                  criterion_type=CriterionType.CTC)
                 self.decoder = LexiconFreeDecoder(opts, self.lm, self.silence, self.blank, [])
         except RuntimeError as e:  # flashlight's KenLM errors (corrupt / unigram-only ARPA ...)
-            raise ValueError(f"cannot load KenLM model {kenlm_model!r}: {e}") from None
+            detail = " ".join(str(e).split())[-300:]
+            raise ValueError(f"cannot load KenLM model {kenlm_model!r} (is it an ARPA or KenLM binary file? build one "
+                             f"with parp-fairseq-lm): {detail}") from None
 
     def _tokens(self, idxs) -> torch.Tensor:
         idxs = (g[0] for g in itertools.groupby(idxs))
