@@ -117,6 +117,18 @@ def test_ramp_and_reprune_schedule():
         is_reprune_update(3, 0)
 
 
+def test_imp_schedule_official_counts_points_of_the_original():
+    assert imp_schedule(0.5, 0.1, "original") == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert imp_schedule(0.45, 0.1, "original") == [0.1, 0.2, 0.3, 0.4, 0.45]
+    assert len(imp_schedule(0.9, 0.1, "original")) == 9
+    # the official code's per-round fraction of what remains: 1 / (10 - (r - 1))
+    s = [0.0] + imp_schedule(0.9, 0.1, "original")
+    for r in range(1, 10):
+        assert (s[r] - s[r - 1]) / (1 - s[r - 1]) == pytest.approx(1 / (10 - (r - 1)))
+    with pytest.raises(ValueError, match="unknown"):
+        imp_schedule(0.5, 0.1, "nope")
+
+
 def test_imp_schedule():
     s = imp_schedule(0.5, 0.2)
     assert s == pytest.approx([0.2, 0.36, 0.488, 0.5])

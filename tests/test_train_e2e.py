@@ -111,6 +111,9 @@ def test_export_loads_in_stock_fairseq_with_identical_logits(corpus, pretrained,
     hydra_train("configs/finetune", "tiny", run, f"task.data={corpus}", f"model.w2v_path={pretrained}",
                 *args, "model.pruning.sparsity=0.7", *SHORT)
     ckpt, stock = run / "checkpoint_last.pt", tmp_path / "stock.pt"
+    masked = {k.split(".")[-2] if ".self_attn." not in k else "attn" for k in _load(ckpt)["model"] if k.endswith("_mask")}
+    # official recipes: S3-Router finetuning masks the FFN only (fix_attn); S3-Router-P and PARP mask attention too
+    assert masked == ({"fc1", "fc2"} if method == "s3router" else {"attn", "fc1", "fc2"}), masked
     r = subprocess.run(["parp-fairseq-export", str(ckpt), str(stock)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     script = textwrap.dedent(f"""

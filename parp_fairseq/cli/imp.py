@@ -26,7 +26,7 @@ from .._compat import hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_copy, atomic_write_text
 from ..procutil import run_child, workdir_lock
-from ..pruning.schedule import imp_schedule
+from ..pruning.schedule import IMP_SCHEDULES, imp_schedule
 
 logger = logging.getLogger("parp_fairseq.imp")
 
@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--sparsity", type=float, required=True, help="final sparsity (fraction removed)")
     ap.add_argument("--rate", type=float, default=0.1,
-                    help="fraction of the remaining weights removed per round (paper: 0.1)")
+                    help="fraction removed per round (0.1 as in the paper); of the REMAINING weights with "
+                         "--schedule remaining, of the ORIGINAL weights with --schedule original")
+    ap.add_argument("--schedule", choices=IMP_SCHEDULES, default="remaining",
+                    help="remaining: round r reaches 1-(1-rate)^r (geometric); original: the official PARP "
+                         "code, round r reaches r*rate (10%%, 20%%, ... of the total at rate 0.1)")
     ap.add_argument("--rewind", default="pretrained",
                     help="'pretrained' (model.w2v_path) or a finetuning checkpoint to rewind to")
     ap.add_argument("--start-checkpoint", help="dense finetuned checkpoint to use as round 0")
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> str:
 
     from ..checkpoints import load_checkpoint
 
-    sched = imp_schedule(args.sparsity, args.rate)
+    sched = imp_schedule(args.sparsity, args.rate, args.schedule)
     if args.rewind != "pretrained" and not os.path.isfile(args.rewind):
         raise FileNotFoundError(f"--rewind {args.rewind!r}: give 'pretrained' or an existing checkpoint")
     for path in (args.start_checkpoint, None if args.rewind == "pretrained" else args.rewind):

@@ -171,6 +171,7 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
                         log(f"[sweep] {d.relative_to(work)} (rounds of {args.imp_rate:g})")
                         _run([console_script("parp-fairseq-imp"), "--config-dir", str(config_dir), "--config-name",
                               args.config_name, "--workdir", str(d), "--sparsity", str(s), "--rate", str(args.imp_rate),
+                              "--schedule", args.imp_schedule,
                               "--start-checkpoint", str(dense), *(["--ranking", args.ranking] if args.ranking else []),
                               "--", *common(lang, seed)], d, log)
                         (d / "DONE").touch()
@@ -396,7 +397,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     r.add_argument("--ranking", default=None,
                    help="model.pruning.ranking for the pruned points (e.g. 2:4); the run folders get a "
                         "-2of4 style suffix and the method column says e.g. parp-2of4")
-    r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction of remaining weights per round")
+    r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction removed per round (see --imp-schedule)")
+    r.add_argument("--imp-schedule", choices=("remaining", "original"), default="remaining",
+                   help="IMP: rate of the REMAINING weights per round, or of the ORIGINAL ones (official code)")
     r.add_argument("--config-dir", default=str(REPO / "configs" / "finetune"))
     r.add_argument("--config-name", default="small")
     r.add_argument("--world-size", type=int, default=None, help="GPUs per run (default: all visible)")

@@ -30,17 +30,30 @@ def is_reprune_update(update: int, interval: int) -> bool:
     return update > 0 and update % interval == 0
 
 
-def imp_schedule(target: float, rate: float) -> List[float]:
-    """Sparsities of the IMP rounds: each round removes ``rate`` of the REMAINING weights.
+IMP_SCHEDULES = ("remaining", "original")
 
-    ``imp_schedule(0.5, 0.2) == [0.2, 0.36, 0.488, 0.5]``: the last round is clipped to the target.
+
+def imp_schedule(target: float, rate: float, mode: str = "remaining") -> List[float]:
+    """Sparsities of the IMP rounds; the last round is clipped to ``target``.
+
+    * ``remaining``: each round removes ``rate`` of the weights still REMAINING (geometric):
+      ``imp_schedule(0.5, 0.2) == [0.2, 0.36, 0.488, 0.5]``.
+    * ``original`` (the official PARP code): each round removes ``rate`` of the ORIGINAL weights,
+      so the sparsities are ``rate, 2 rate, ...``: ``imp_schedule(0.5, 0.1, "original") ==
+      [0.1, 0.2, 0.3, 0.4, 0.5]`` (round r prunes ``1 / (1/rate - r + 1)`` of what remains).
     """
     check_sparsity(target, "target sparsity")
     if not 0.0 < rate < 1.0:
         raise ValueError(f"IMP prune rate per round must be in (0, 1), got {rate}")
+    if mode not in IMP_SCHEDULES:
+        raise ValueError(f"IMP schedule {mode!r} is unknown; choose one of {IMP_SCHEDULES}")
     out: List[float] = []
     keep = 1.0
     while target > 0 and (not out or out[-1] < target - 1e-9):
-        keep *= 1.0 - rate
-        out.append(min(round(1.0 - keep, 10), target))
+        if mode == "remaining":
+            keep *= 1.0 - rate
+            s = 1.0 - keep
+        else:
+            s = rate * (len(out) + 1)
+        out.append(min(round(s, 10), target))
     return out
