@@ -26,12 +26,7 @@ def load_checkpoint(path, arg_overrides: Optional[dict] = None) -> dict:
     import parp_fairseq  # noqa: F401  (installs the safe loader)
     from fairseq import checkpoint_utils
 
-    from .errors import MissingFileError
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MissingFileError(f"checkpoint {path!r} does not exist")
-    state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
+    state = checkpoint_utils.load_checkpoint_to_cpu(os.fspath(path), arg_overrides)  # missing file: MissingFileError
     if state.get(COMPRESSED) is not None:
         state["model"] = decompress_state_dict(state["model"])
         state.pop(COMPRESSED)

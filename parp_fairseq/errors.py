@@ -53,21 +53,17 @@ def run_cli(prog: str, fn: Callable[[], int], extra: tuple = ()) -> int:
     ``extra``: further exception types that this command reports as input errors (exit 2)."""
     try:
         return fn()
-    except ParpFairseqError as e:
+    except (ParpFairseqError, ValueError, FileNotFoundError, OSError, *extra) as e:
         if os.environ.get("PARP_FAIRSEQ_TRACEBACK"):
             raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except (ValueError, FileNotFoundError, *extra) as e:
-        if os.environ.get("PARP_FAIRSEQ_TRACEBACK"):
-            raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, read-only target, a file where a folder should be ...
-        if os.environ.get("PARP_FAIRSEQ_TRACEBACK"):
-            raise
-        print(f"{prog}: error: {describe_os_error(e)}", file=sys.stderr)
-        return 1
+        if isinstance(e, ParpFairseqError):
+            msg, code = str(e), e.exit_code
+        elif isinstance(e, (ValueError, FileNotFoundError, *extra)):
+            msg, code = str(e), 2
+        else:  # disk full, read-only target, a file where a folder should be ...
+            msg, code = describe_os_error(e), 1
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -28,11 +28,10 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 import signal
 
 from .errors import CheckpointError, MissingFileError, ParpFairseqError, install_excepthook
-from .fsutil import TMP_TAG, _pid_alive, atomic_copy, atomic_torch_save
+from .fsutil import atomic_copy, atomic_torch_save, clean_stale_tmp_in
 from .safe_load import allow_trusted_globals, explain_load_error, is_readable_checkpoint, validate_config_literals
 
 logger = logging.getLogger("parp_fairseq")
@@ -66,13 +65,10 @@ def clean_save_dir(save_dir: str) -> None:
     ``checkpoint*.pt.tmp``."""
     if not os.path.isdir(save_dir):
         return
-    rx = re.compile(r"^\..+" + re.escape(TMP_TAG) + r"(\d+)-")
+    clean_stale_tmp_in(save_dir, log=logger.warning)
     for name in os.listdir(save_dir):
         p = os.path.join(save_dir, name)
-        m = rx.match(name)
-        stale = (m is not None and not _pid_alive(int(m.group(1)))) or \
-                (name.startswith("checkpoint") and name.endswith(".pt.tmp"))
-        if stale and os.path.isfile(p):
+        if name.startswith("checkpoint") and name.endswith(".pt.tmp") and os.path.isfile(p):
             try:
                 os.unlink(p)
                 logger.warning(f"removed {p}, left behind by an interrupted checkpoint save")
@@ -81,8 +77,8 @@ def clean_save_dir(save_dir: str) -> None:
 
 
 def newest_readable_checkpoint(save_dir: str, suffix: str = "", exclude=()) -> str | None:
-    cands = [p for p in glob.glob(os.path.join(save_dir, f"checkpoint*{suffix}.pt"))
-             if os.path.abspath(p) not in {os.path.abspath(x) for x in exclude}]
+    skip = {os.path.abspath(x) for x in exclude}
+    cands = [p for p in glob.glob(os.path.join(save_dir, f"checkpoint*{suffix}.pt")) if os.path.abspath(p) not in skip]
     for p in sorted(cands, key=os.path.getmtime, reverse=True):
         if is_readable_checkpoint(p):
             return p

@@ -63,11 +63,17 @@ def _pid_alive(pid: int) -> bool:
 def clean_stale_tmp(target, log: Callable[[str], None] = None) -> int:
     """Remove ``.<target>.parp-tmp-<pid>-*`` leftovers of processes that no longer run. Returns the count."""
     target = Path(target)
-    parent = target.parent if str(target.parent) else Path(".")
-    rx = re.compile(re.escape(f".{target.name}{TMP_TAG}") + r"(\d+)-")
+    return clean_stale_tmp_in(target.parent if str(target.parent) else Path("."), log, name=target.name)
+
+
+def clean_stale_tmp_in(folder, log: Callable[[str], None] = None, name: Optional[str] = None) -> int:
+    """Remove the ``.<name>.parp-tmp-<pid>-*`` leftovers in ``folder`` (any name when ``name`` is None)
+    whose process no longer runs. Returns the count."""
+    rx = re.compile(re.escape(f".{name}") + re.escape(TMP_TAG) + r"(\d+)-" if name is not None
+                    else r"^\..+" + re.escape(TMP_TAG) + r"(\d+)-")
     n = 0
     try:
-        entries = list(parent.iterdir())
+        entries = list(Path(folder).iterdir())
     except OSError:
         return 0
     for p in entries:

@@ -234,14 +234,14 @@ def _main(args) -> int:
                                  beam_threshold=args.beam_threshold, lm_weight=lmw, word_score=ws,
                                  unk_weight=args.unk_weight, sil_weight=args.sil_weight, nbest=args.nbest)
 
-    make_decoder(*settings[0])  # loads the LM and lexicon: a bad file fails now, not after the forward
+    first = make_decoder(*settings[0])  # loads the LM and lexicon: a bad file fails now, not after the forward
     print(f"[decode] {args.checkpoint} on {args.data}/{args.split} ({device})", flush=True)
     utts = emissions_of(model, task, args.split, args.batch_size, device)
     has_words = "|" in d.indices
     unit_name = "CER" if task.cfg.labels == "ltr" else "PER" if task.cfg.labels == "phn" else "UER"
     rows, best = [], None
     for lmw, ws in settings:
-        res = run_decoder(make_decoder(lmw, ws), utts, d)
+        res = run_decoder(first if (lmw, ws) == settings[0] else make_decoder(lmw, ws), utts, d)
         rows.append((args.decoder, lmw, ws, res))
         key = res["wer"] if has_words else res["uer"]
         if best is None or key < best[0]:

@@ -72,9 +72,6 @@ def _ckpt(save_dir: str, select: str) -> str:
 
 
 def run(args: argparse.Namespace) -> str:
-    from ..cli import mask as mask_cli
-    from ..pruning.maskfile import load_mask_file
-
     from ..checkpoints import load_checkpoint
 
     sched = imp_schedule(args.sparsity, args.rate, args.schedule)
@@ -84,10 +81,13 @@ def run(args: argparse.Namespace) -> str:
         if path:
             load_checkpoint(path)  # refuse an unsafe or broken file before any round runs
     with workdir_lock(args.workdir, "parp-fairseq-imp"):
-        return _rounds(args, sched, load_mask_file, mask_cli)
+        return _rounds(args, sched)
 
 
-def _rounds(args, sched, load_mask_file, mask_cli) -> str:
+def _rounds(args, sched) -> str:
+    from ..cli import mask as mask_cli
+    from ..pruning.maskfile import load_mask_file
+
     rows = []
     if args.start_checkpoint:
         prev_ckpt = args.start_checkpoint
