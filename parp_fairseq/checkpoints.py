@@ -86,6 +86,26 @@ def model_name(state: dict) -> Optional[str]:
     return getattr(args, "arch", None) if args is not None else None
 
 
+def encoder_arch(state: dict) -> Dict[str, int]:
+    """``{"layers", "embed_dim", "ffn_dim", "heads"}`` of the wav2vec 2.0 encoder of a pretrained or
+    finetuned checkpoint (``cfg`` or old ``args`` layout; fairseq's defaults where unset)."""
+    cfg = state.get("cfg") or {}
+    model = cfg.get("model") if hasattr(cfg, "get") else None
+    src = None
+    if model is not None:
+        w2v = model.get("w2v_args")
+        src = w2v.get("model") if w2v is not None and hasattr(w2v, "get") else model
+    elif state.get("args") is not None:
+        a = state["args"]
+        w2v = getattr(a, "w2v_args", None)
+        src = vars(w2v if w2v is not None and hasattr(w2v, "__dict__") else a)
+    src = src or {}
+    get = src.get
+    return {"layers": int(get("encoder_layers", 12) or 12), "embed_dim": int(get("encoder_embed_dim", 768) or 768),
+            "ffn_dim": int(get("encoder_ffn_embed_dim", 3072) or 3072),
+            "heads": int(get("encoder_attention_heads", 12) or 12)}
+
+
 def checkpoint_kind(state: dict) -> str:
     name = model_name(state)
     if name in _CTC_MODELS:

@@ -20,13 +20,14 @@ import re
 import sys
 from typing import List, Optional
 
-from ..checkpoints import (PRETRAINED, PRUNED_CTC, checkpoint_kind, checkpoint_masks,
+from ..checkpoints import (PRETRAINED, PRUNED_CTC, checkpoint_kind, checkpoint_masks, encoder_arch,
                            load_checkpoint, model_name, target_weights)
 from ..errors import run_cli
 from ..fsutil import same_file
 from ..models.parp_wav2vec2 import DEFAULT_PATTERN
-from ..pruning.magnitude import RANKINGS, check_sparsity, magnitude_masks, random_masks
+from ..pruning.magnitude import RANKINGS, check_sparsity
 from ..pruning.maskfile import MaskFile, check_compatible, load_mask_file, save_mask_file
+from ..pruning.structured import GRANULARITIES, GROUP_NORMS, Granularity
 
 
 def _common(p: argparse.ArgumentParser, sparsity: bool = True) -> None:
@@ -39,7 +40,14 @@ def _common(p: argparse.ArgumentParser, sparsity: bool = True) -> None:
                        help="global (PARP/OMP papers), layer, or tensor ranking")
         p.add_argument("--pattern", default=DEFAULT_PATTERN,
                        help="regex of the module names to prune (as pruning.pattern)")
-        p.add_argument("--prune-bias", action="store_true", help="also mask the biases")
+        p.add_argument("--prune-bias", action="store_true", help="also mask the biases (granularity weight)")
+        p.add_argument("--granularity", choices=GRANULARITIES, default="weight",
+                       help="weight (unstructured), or whole FFN neurons / attention heads (as "
+                            "pruning.granularity; sliceable with parp-fairseq-export --slice)")
+        p.add_argument("--group-norm", choices=GROUP_NORMS, default="l1",
+                       help="structured: rank groups by mean |w| (l1) or RMS (l2) of their weights")
+        p.add_argument("--remove-whole-layers", action="store_true",
+                       help="structured: allow a layer to lose all its heads / neurons")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="free-form metadata stored in the file (e.g. lang=nl)")
 
@@ -82,8 +90,11 @@ def compute(args: argparse.Namespace) -> MaskFile:
             raise ValueError(f"{args.checkpoint} ({name}) holds no masks: it is a dense checkpoint; "
                              f"use `omp` (finetuned) or `mpi` (pretrained) to compute one")
         pc = state["cfg"]["model"].get("pruning", {})
+        cut = Granularity(str(pc.get("granularity", "weight")), encoder_arch(state)["heads"],
+                          str(pc.get("group_norm", "l1")))
         mf = MaskFile(checkpoint_masks(state["model"]), 0.0, str(pc.get("method", "extract")),
-                      str(pc.get("ranking", "global")), args.checkpoint, _meta(args.meta))
+                      str(pc.get("ranking", "global")), args.checkpoint, _meta(args.meta),
+                      cut.granularity, cut.num_heads, cut.norm)
         mf.sparsity = mf.report()["global"] if pc.get("sparsity") is None else float(pc["sparsity"])
         return mf
     check_sparsity(args.sparsity, "--sparsity")
@@ -91,8 +102,13 @@ def compute(args: argparse.Namespace) -> MaskFile:
         re.compile(args.pattern)
     except re.error as e:
         raise ValueError(f"--pattern {args.pattern!r} is not a valid regular expression ({e})") from None
-    params = ("weight", "bias") if args.prune_bias else ("weight",)
+    cut = Granularity(args.granularity, encoder_arch(state)["heads"], args.group_norm, args.remove_whole_layers)
+    cut.check_ranking(args.ranking)
+    params = ("weight", "bias") if args.prune_bias or cut.structured else ("weight",)
     weights = target_weights(state["model"], args.pattern, params)
+    weights = type(weights)((n, w) for n, w in weights.items() if cut.selects(n))
+    if not weights:
+        raise ValueError(f"--pattern {args.pattern!r} matches no tensor of a {args.granularity} group")
     if args.cmd == "omp" and kind == PRETRAINED:
         raise ValueError(f"{args.checkpoint} is a pretrained {name!r} checkpoint: OMP ranks the weights "
                          f"of a FINETUNED model. For the pretrained weights use `mpi`")
@@ -101,24 +117,28 @@ def compute(args: argparse.Namespace) -> MaskFile:
                          f"PRETRAINED weights (model.w2v_path). For a finetuned model use `omp`")
     meta = _meta(args.meta)
     if args.cmd == "random":
-        masks = random_masks({n: w.shape for n, w in weights.items()}, args.sparsity, args.ranking,
-                             seed=args.seed)
+        masks = cut.random({n: w.shape for n, w in weights.items()}, args.sparsity, args.ranking, args.seed)
         meta.setdefault("seed", args.seed)
     else:
         keep = None
         if getattr(args, "keep", None):
             prev = load_mask_file(args.keep)
+            if prev.granularity != cut.granularity:
+                raise ValueError(f"--keep mask {args.keep} has granularity={prev.granularity}, this "
+                                 f"round asks for --granularity {cut.granularity}")
             check_compatible(prev.masks, {n: list(w.shape) for n, w in weights.items()},
                              what=f"--keep mask {args.keep}", target="checkpoint")
             keep = prev.masks
-        masks = magnitude_masks(weights, args.sparsity, args.ranking, keep=keep)
-    return MaskFile(masks, args.sparsity, args.cmd, args.ranking, args.checkpoint, meta)
+        masks = cut.magnitude(weights, args.sparsity, args.ranking, keep=keep)
+    return MaskFile(masks, args.sparsity, args.cmd, args.ranking, args.checkpoint, meta,
+                    cut.granularity, cut.num_heads, cut.norm)
 
 
 def print_info(mf: MaskFile, path: str, file=None) -> None:
     file = file or sys.stdout
     rep = mf.report()
-    print(f"# {path}: method={mf.method} ranking={mf.ranking} target_sparsity={mf.sparsity} "
+    print(f"# {path}: method={mf.method} granularity={mf.granularity} ranking={mf.ranking} "
+          f"target_sparsity={mf.sparsity} "
           f"source={mf.source} meta={mf.meta}", file=file)
     print("group\tsparsity", file=file)
     for k, v in rep.items():

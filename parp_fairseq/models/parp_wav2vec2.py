@@ -34,10 +34,11 @@ from omegaconf import II
 
 from ..checkpoints import effective_weights, is_pruning_key, load_checkpoint
 from ..errors import InputError, MissingFileError, ParpFairseqError
-from ..pruning.magnitude import RANKINGS, check_sparsity, magnitude_masks, random_masks
+from ..pruning.magnitude import RANKINGS, check_sparsity
 from ..pruning.maskfile import load_mask_file
 from ..pruning.masker import ParamMasker, find_targets
-from ..pruning.scores import SCORE_INITS, ScoreMasker, init_scores
+from ..pruning.scores import SCORE_INITS, GroupScoreMasker, ScoreMasker, init_scores
+from ..pruning.structured import GRANULARITIES, GROUP_NORMS, Granularity
 from ..pruning.schedule import is_reprune_update, ramp_sparsity
 from ..pruning.stats import sparsity_report
 
@@ -80,7 +81,25 @@ class PruningConfig(FairseqDataclass):
         metadata={"help": "regex fully matching the names of the modules to prune, relative to "
                           "the wav2vec 2.0 model (e.g. encoder.layers.0.fc1)"},
     )
-    prune_bias: bool = field(default=False, metadata={"help": "also mask the biases"})
+    prune_bias: bool = field(default=False, metadata={"help": "also mask the biases (granularity=weight; "
+                                                               "structured groups always mask theirs)"})
+    granularity: ChoiceEnum(GRANULARITIES) = field(  # type: ignore[valid-type]
+        default="weight",
+        metadata={"help": "what a mask removes: weight (unstructured), neuron (whole FFN neurons: a row "
+                          "of fc1 with its bias and a column of fc2), head (whole attention heads: "
+                          "their rows of q/k/v and columns of out_proj) or neuron+head. Structured "
+                          "masks can be sliced into a smaller dense model (parp-fairseq-export --slice)"},
+    )
+    group_norm: ChoiceEnum(GROUP_NORMS) = field(  # type: ignore[valid-type]
+        default="l1",
+        metadata={"help": "structured magnitude of a group: l1 = mean |w|, l2 = RMS of w, over its "
+                          "weights (the mean makes neurons and heads comparable)"},
+    )
+    remove_whole_layers: bool = field(
+        default=False,
+        metadata={"help": "structured: allow a layer to lose ALL its heads / neurons (default: one "
+                          "of each stays)"},
+    )
     reprune_interval: int = field(
         default=50, metadata={"help": "PARP: re-prune to the target every N updates"}
     )
@@ -133,6 +152,9 @@ def _validate_pruning_config(pc) -> None:
     if pc.sparsity is not None:
         check_sparsity(pc.sparsity, "pruning.sparsity")
     check_sparsity(pc.ramp_start_sparsity, "pruning.ramp_start_sparsity")
+    if pc.granularity != "weight" and str(pc.ranking) not in ("global", "layer", "tensor"):
+        raise InputError(f"pruning.granularity={pc.granularity} ranks whole groups (global, layer or "
+                         f"tensor); pruning.ranking={pc.ranking} is for unstructured masks")
     if pc.method == "parp" and pc.reprune_interval <= 0:
         raise InputError(f"pruning.reprune_interval={pc.reprune_interval}: PARP re-prunes every "
                          f"N updates and needs N >= 1")
@@ -185,15 +207,22 @@ class ParpWav2VecCtc(Wav2VecCtc):
         self._saved_report: Optional[Dict[str, float]] = None
         if pc.method == "none":
             return
-        params = ("weight", "bias") if pc.prune_bias else ("weight",)
-        targets = find_targets(self, pc.pattern, params)
+        layers = self.w2v_encoder.w2v_model.encoder.layers
+        self.cut = Granularity(str(pc.granularity), layers[0].self_attn.num_heads if len(layers) else 0,
+                               str(pc.group_norm), pc.remove_whole_layers)
+        if self.cut.structured:
+            targets = [t for t in find_targets(self, pc.pattern, ("weight", "bias")) if self.cut.selects(t.name)]
+            self.cut.sets({t.name: list(getattr(t.module, t.param).shape) for t in targets})  # complete groups?
+        else:
+            targets = find_targets(self, pc.pattern, ("weight", "bias") if pc.prune_bias else ("weight",))
         if _MODE[pc.method] == "score":
             if cfg.freeze_finetune_updates > 0:
                 raise InputError(
                     f"pruning.method={pc.method} trains scores from update 0, but "
                     f"model.freeze_finetune_updates={cfg.freeze_finetune_updates} runs the encoder "
                     f"under no_grad until then: set model.freeze_finetune_updates=0")
-            self.masker = ScoreMasker(targets, pc.sparsity, pc.ranking)
+            self.masker = (GroupScoreMasker(targets, pc.sparsity, str(pc.ranking), self.cut)
+                           if self.cut.structured else ScoreMasker(targets, pc.sparsity, pc.ranking))
         else:
             self.masker = ParamMasker(targets, _MODE[pc.method])
 
@@ -232,7 +261,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
         for name, p in self.named_parameters():
             train = (id(p) in score_ids or name.startswith("w2v_encoder.proj.")
                      or (pc.train_weights and id(p) in weight_ids)
-                     or (pc.train_biases and name.endswith(".bias"))
+                     or (pc.train_biases and name.endswith((".bias", ".parametrizations.bias.original")))
                      or (pc.train_layer_norms and _LAYER_NORM.search(name) is not None))
             p.requires_grad_(train)
 
@@ -277,12 +306,18 @@ class ParpWav2VecCtc(Wav2VecCtc):
             return
         pc = self.pruning_cfg
         if isinstance(self.masker, ScoreMasker):
-            scores = init_scores(self.masker.params(), str(pc.score_init), self.target_sparsity,
+            scores = init_scores(self.masker.score_basis(), str(pc.score_init), self.target_sparsity,
                                  pc.score_scale, pc.seed)
             self.masker.set_scores(scores)
             src = f"{pc.score_init} scores"
         elif pc.mask_path:
             mf = load_mask_file(pc.mask_path)
+            if mf.granularity != self.cut.granularity:
+                raise InputError(
+                    f"{pc.mask_path} holds granularity={mf.granularity} masks but the model has "
+                    f"pruning.granularity={self.cut.granularity}: recompute the mask with "
+                    f"`parp-fairseq-mask ... --granularity {self.cut.granularity}` or set "
+                    f"pruning.granularity={mf.granularity}")
             if self._target_sparsity is None:
                 self._target_sparsity = mf.sparsity
             elif pc.method != "parp" and abs(mf.report()["global"] - self._target_sparsity) > 1e-3:
@@ -294,14 +329,14 @@ class ParpWav2VecCtc(Wav2VecCtc):
         else:
             s = self.sparsity_at(0)
             if pc.method == "random":
-                masks = random_masks(self.masker.shapes(), s, pc.ranking, seed=pc.seed)
+                masks = self.cut.random(self.masker.shapes(), s, str(pc.ranking), seed=pc.seed)
             else:  # mpi, parp: magnitude of the initial (pretrained) weights
-                masks = magnitude_masks(self.masker.params(), s, pc.ranking)
+                masks = self.cut.magnitude(self.masker.params(), s, str(pc.ranking))
             self.masker.set_masks(masks, source=f"{pc.method} mask")
             src = f"{pc.method} on the initial weights"
         rep = self.masker.report()
-        logger.info(f"pruning: method={pc.method} mask from {src}: sparsity {rep['global']:.4f} "
-                    f"over {len(self.masker.targets)} tensors")
+        logger.info(f"pruning: method={pc.method} granularity={self.cut.granularity} mask from {src}: "
+                    f"sparsity {rep['global']:.4f} over {len(self.masker.targets)} tensors")
 
     # -- schedule -------------------------------------------------------------------------------
     @property
@@ -368,7 +403,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
     @torch.no_grad()
     def reprune(self, sparsity: float) -> None:
         """Magnitude re-prune of the current weights to ``sparsity`` (PARP)."""
-        self.masker.set_masks(magnitude_masks(self.masker.params(), sparsity, self.pruning_cfg.ranking),
+        self.masker.set_masks(self.cut.magnitude(self.masker.params(), sparsity, str(self.pruning_cfg.ranking)),
                               source="re-prune")
         self._off_target = False
 
@@ -392,8 +427,8 @@ class ParpWav2VecCtc(Wav2VecCtc):
         if not self._off_target:
             return sd
         # PARP between re-prunes: save the re-pruned weights, leave the live ones alone
-        masks = magnitude_masks(self.masker.params(), self.sparsity_at(self.num_updates),
-                                self.pruning_cfg.ranking)
+        masks = self.cut.magnitude(self.masker.params(), self.sparsity_at(self.num_updates),
+                                   str(self.pruning_cfg.ranking))
         for t in self.masker.targets:
             m = masks[t.name]
             sd[prefix + t.mask_key] = m

@@ -13,6 +13,9 @@ Keys::
     ranking         "global" | "layer" | "tensor"
     source          where the weights came from (checkpoint path)
     meta            free-form dict (language, seed, round, ...)
+    granularity     "weight" (unstructured) | "neuron" | "head" | "neuron+head"; absent = "weight"
+    num_heads       attention heads per layer (structured files)
+    group_norm      "l1" | "l2": how groups were ranked (structured files)
 
 Files are written atomically (temporary file, then rename): a crash leaves nothing half-written.
 """
@@ -53,6 +56,9 @@ class MaskFile:
     ranking: str
     source: str = ""
     meta: Dict[str, Any] = field(default_factory=dict)
+    granularity: str = "weight"
+    num_heads: int = 0
+    group_norm: str = "l1"
 
     @property
     def shapes(self) -> Dict[str, list]:
@@ -74,6 +80,9 @@ def save_mask_file(path: str | os.PathLike, mf: MaskFile) -> None:
         "ranking": mf.ranking,
         "source": str(mf.source),
         "meta": dict(mf.meta),
+        "granularity": mf.granularity,
+        "num_heads": int(mf.num_heads),
+        "group_norm": mf.group_norm,
     }
     atomic_torch_save(payload, path)
 
@@ -102,8 +111,18 @@ def load_mask_file(path: str | os.PathLike) -> MaskFile:
         if list(m.shape) != list(obj["shapes"][n]):
             raise CheckpointError(f"{path!r} is corrupt: mask {n} has shape {list(m.shape)} but the "
                                   f"file records {obj['shapes'][n]}")
-    return MaskFile(masks=masks, sparsity=float(obj["sparsity"]), method=obj["method"],
-                    ranking=obj["ranking"], source=obj.get("source", ""), meta=obj.get("meta", {}))
+    mf = MaskFile(masks=masks, sparsity=float(obj["sparsity"]), method=obj["method"],
+                  ranking=obj["ranking"], source=obj.get("source", ""), meta=obj.get("meta", {}),
+                  granularity=str(obj.get("granularity", "weight")), num_heads=int(obj.get("num_heads", 0)),
+                  group_norm=str(obj.get("group_norm", "l1")))
+    if mf.granularity != "weight":
+        from .structured import Granularity
+
+        try:
+            Granularity(mf.granularity, mf.num_heads, mf.group_norm).check_masks(masks)
+        except ValueError as e:
+            raise CheckpointError(f"{path!r} is corrupt: it records granularity={mf.granularity} but {e}") from None
+    return mf
 
 
 def check_compatible(masks: Mapping[str, torch.Tensor], shapes: Mapping[str, Any],

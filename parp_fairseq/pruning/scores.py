@@ -183,9 +183,16 @@ class ScoreMasker:
         self._versions = self._score_versions()
         self._report = None
 
+    def score_shapes(self) -> Dict[str, list]:
+        return {n: list(p.shape) for n, p in self.scores().items()}
+
+    def score_basis(self) -> "OrderedDict[str, torch.Tensor]":
+        """What :func:`init_scores` ranks: the weights (one score per weight)."""
+        return self.params()
+
     @torch.no_grad()
     def set_scores(self, scores: Mapping[str, torch.Tensor]) -> None:
-        check_compatible(scores, self.shapes(), what="scores")
+        check_compatible(scores, self.score_shapes(), what="scores")
         for n, s in self.scores().items():
             s.copy_(scores[n])
         self.refresh()
@@ -198,9 +205,13 @@ class ScoreMasker:
             mod = prefix + t.key[: -len(t.param) - 1]
             base = f"{mod}.parametrizations.{t.param}"
             out[f"{base}.original"] = prefix + t.key
-            out[f"{base}.0.scores"] = prefix + t.key + "_scores"
+            if self._has_scores(t):
+                out[f"{base}.0.scores"] = prefix + t.key + "_scores"
             out[f"{base}.0.mask"] = prefix + t.key + "_mask"
         return out
+
+    def _has_scores(self, t: Target) -> bool:
+        return True
 
     def public_state(self, sd: "OrderedDict", prefix: str = "") -> "OrderedDict":
         self.refresh_if_stale()
@@ -215,3 +226,122 @@ class ScoreMasker:
         """state_dict keys this masker adds to the stock model's."""
         return [k for k in self._key_map().values() if k.endswith(("_mask", "_scores"))]
 
+
+
+class _GroupMaskedWeightSTE(torch.autograd.Function):
+    """``w * m`` forward with ``m`` expanded from one score per group; backward:
+    ``dL/dw = g * m`` and ``dL/ds_j = sign(s_j) * sum over group j of g * w`` (the straight-through
+    estimate summed over the group's entries, as the S3-Router structured score layers)."""
+
+    @staticmethod
+    def forward(ctx, w, scores, fmask, dim: int, block: int):
+        ctx.save_for_backward(w, scores, fmask)
+        ctx.dim, ctx.block = dim, block
+        return w * fmask
+
+    @staticmethod
+    def backward(ctx, g):
+        w, scores, fmask = ctx.saved_tensors
+        gw = g * fmask if ctx.needs_input_grad[0] else None
+        gs = None
+        if ctx.needs_input_grad[1]:
+            e = g * w
+            if e.dim() == 2:
+                e = e.sum(1 - ctx.dim)
+            gs = e.reshape(scores.numel(), ctx.block).sum(1).to(scores.dtype).mul_(scores.sign())
+        return gw, gs, None, None, None
+
+
+class GroupScoreMask(ScoreMask):
+    """Parametrization of one member tensor of a group set: its mask is its set's group mask
+    expanded along ``dim``; the set's scores live on the set's first weight (the host).
+
+    Only the member at the group's OUTPUT (``fc2`` columns, ``out_proj`` columns; ``gate=True``)
+    multiplies by the mask in the live forward: the group then contributes exactly nothing, and
+    its score still gets the straight-through gradient of a gate on the group's output. Zeroing
+    both sides would put the gate on every path twice, where the loss is flat (``d(g^2)/dg = 0``
+    at ``g = 0``): removed neurons and heads would never come back. The masks of every member
+    cover the whole group, so checkpoints, exports and slices are zero on both sides.
+    """
+
+    def __init__(self, weight: torch.Tensor, owner: "GroupScoreMasker", member, n: int, host_scores=None):
+        nn.Module.__init__(self)
+        if host_scores is None:
+            self.scores = nn.Parameter(torch.zeros(n, dtype=torch.float32))
+            self._shared = None
+        else:
+            self._shared = [host_scores]  # a list: not registered twice
+        self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool), persistent=True)
+        self._owner = [owner]
+        self._fmask = None
+        self.dim, self.block = member.dim, member.block
+        self.gate = member.dim == 1  # the group's output side
+
+    def group_scores(self) -> nn.Parameter:
+        return self.scores if self._shared is None else self._shared[0]
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        self._owner[0].refresh_if_stale()
+        if not self.gate:
+            return w
+        return _GroupMaskedWeightSTE.apply(w, self.group_scores(), self.float_mask(w), self.dim, self.block)
+
+
+class GroupScoreMasker(ScoreMasker):
+    """S3-Router over whole FFN neurons / attention heads: one trainable score per group.
+
+    Public state: every member tensor keeps its element ``<param>_mask``; the set's scores are
+    ``<host>_scores`` of shape ``(n_groups,)`` (``fc1.weight_scores``: one per neuron,
+    ``self_attn.q_proj.weight_scores``: one per head)."""
+
+    def __init__(self, targets: List[Target], sparsity: float, ranking: str, cut):
+        if not targets:
+            raise ValueError("the prune pattern matched no parameter of the model; check `pruning.pattern`")
+        self.targets = targets
+        self.sparsity = sparsity
+        self.ranking = ranking
+        self.cut = cut
+        self._versions: List[int] = []
+        self._report = None
+        by_name = {t.name: t for t in targets}
+        self.sets = cut.sets({t.name: list(getattr(t.module, t.param).shape) for t in targets})
+        self._hosts: "OrderedDict[str, Target]" = OrderedDict()
+        for gs in self.sets:
+            host_scores = None
+            for m in gs.members:
+                t = by_name[m.name]
+                pm = GroupScoreMask(getattr(t.module, t.param).detach(), self, m, gs.n, host_scores)
+                parametrize.register_parametrization(t.module, t.param, pm, unsafe=True)
+                if host_scores is None:
+                    host_scores = pm.scores
+                    self._hosts[gs.key] = t
+        self._score_list = [self._pm(t).scores for t in self._hosts.values()]
+
+    def scores(self) -> "OrderedDict[str, nn.Parameter]":
+        """host weight name -> ``(n_groups,)`` scores of its set."""
+        return OrderedDict((t.name, self._pm(t).scores) for t in self._hosts.values())
+
+    def score_basis(self) -> "OrderedDict[str, torch.Tensor]":
+        """host name -> ``(n_groups,)`` magnitudes of the groups (what ``ori`` / ``magnitude`` rank)."""
+        from .structured import group_magnitudes
+
+        mags = group_magnitudes(self.params(), self.sets, self.cut.norm)
+        return OrderedDict((self._hosts[k].name, v) for k, v in mags.items())
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        from .structured import expand, group_masks_from_scores
+
+        by_set = {gs.key: self._pm(self._hosts[gs.key]).scores.abs() for gs in self.sets}
+        gm = group_masks_from_scores(by_set, self.sets, self.sparsity, self.ranking,
+                                     remove_whole_layers=self.cut.remove_whole_layers)
+        masks = expand(gm, self.sets, self.shapes())
+        for t in self.targets:
+            pm = self._pm(t)
+            pm.mask.copy_(masks[t.name])
+            pm._fmask = None
+        self._versions = self._score_versions()
+        self._report = None
+
+    def _has_scores(self, t: Target) -> bool:
+        return any(t is h for h in self._hosts.values())
