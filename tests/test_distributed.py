@@ -45,12 +45,14 @@ def _run_ddp(save_dir, *overrides):
     return outs
 
 
-@pytest.mark.parametrize("method", ["parp", "mpi", "s3router"])
+@pytest.mark.parametrize("method", ["parp", "mpi", "s3router", "parp_structured"])
 def test_two_process_gloo_masks_identical_after_reprunes_and_resume(corpus, pretrained, tmp_path, method):
-    args = [f"task.data={corpus}", f"model.w2v_path={pretrained}", f"pruning={method}",
+    args = [f"task.data={corpus}", f"model.w2v_path={pretrained}", f"pruning={method.split('_')[0]}",
             "model.pruning.sparsity=0.5", "optimization.lr=[0.005]", "dataset.validate_interval_updates=5",
             "checkpoint.save_interval_updates=5"]
-    if method == "parp":
+    if method == "parp_structured":  # whole neurons and heads, half of each layer's
+        args += ["model.pruning.granularity=neuron+head", "model.pruning.ranking=tensor"]
+    if method.startswith("parp"):
         args.append("model.pruning.reprune_interval=3")
     out0, _ = _run_ddp(tmp_path, *args, "optimization.max_update=10")
     assert out0.count("masks identical on all 2 ranks") >= 2  # at updates 5 and 10
@@ -59,4 +61,7 @@ def test_two_process_gloo_masks_identical_after_reprunes_and_resume(corpus, pret
     _assert_exact(mid, 0.5)
     out0, _ = _run_ddp(tmp_path, *args, "optimization.max_update=15")  # resume on both ranks
     assert "@ 10 updates" in out0 and "masks identical on all 2 ranks" in out0
-    _assert_exact(_load(tmp_path / "checkpoint_last.pt"), 0.5)
+    final = _assert_exact(_load(tmp_path / "checkpoint_last.pt"), 0.5)
+    if method == "parp_structured":
+        from parp_fairseq.pruning.structured import Granularity
+        Granularity("neuron+head", 4).check_masks(final)

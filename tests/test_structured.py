@@ -191,3 +191,18 @@ def test_s3router_group_scores_get_straight_through_gradients(task, pretrained, 
     # ori: the first mask is the per-set magnitude ranking of the groups
     expected = Granularity("neuron+head", 4).magnitude(m.masker.params(), 0.5, "tensor")
     assert all(torch.equal(expected[n], x) for n, x in m.masker.masks().items())
+
+
+def test_structured_config_errors(task, pretrained):
+    from parp_fairseq.errors import InputError
+
+    with pytest.raises(InputError, match="ranks whole groups"):
+        build_parp(task, pretrained, method="mpi", sparsity=0.5, granularity="neuron", ranking="2:4")
+    with pytest.raises(InputError, match="matches no tensor of a head group"):
+        build_parp(task, pretrained, method="s3router", sparsity=0.5, granularity="head",
+                   pattern=r"encoder\.layers\.\d+\.fc[12]")
+    with pytest.raises(InputError, match="missing"):  # a pattern that splits the groups
+        build_parp(task, pretrained, method="mpi", sparsity=0.5, granularity="neuron",
+                   pattern=r"encoder\.layers\.\d+\.fc1")
+    with pytest.raises(InputError, match="remove_whole_layers"):
+        build_parp(task, pretrained, method="mpi", sparsity=0.9, granularity="head", ranking="layer")

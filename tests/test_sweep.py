@@ -60,10 +60,31 @@ def test_sweep_bad_input(tmp_path, pretrained, capsys):
 def test_point_names_round_trip(tmp_path):
     for args, method, src in ((("nl", "parp", 0.5, 1), "parp", ""), (("nl", "omp", 0.8, 2), "omp", ""),
                               (("es", "parp", 0.5, 1, "nl"), "parp_transfer", "nl"),
-                              (("nl", "parp", 0.5, 1, "", "2:4"), "parp-2of4", ""), (("nl", "dense", None, 3), "dense", "")):
+                              (("nl", "parp", 0.5, 1, "", "2:4"), "parp-2of4", ""), (("nl", "dense", None, 3), "dense", ""),
+                              (("nl", "omp", 0.5, 1, "", "", "neuron+head"), "omp-neuron+head", "")):
         d = sweep_cli.point_dir(tmp_path, *args)
         d.mkdir(parents=True)
         (d / "DONE").touch()
         p = [q for q in sweep_cli._points(tmp_path) if q["dir"] == d][0]
         assert (p["lang"], p["method"], p["src"], p["seed"]) == (args[0], method, src, args[3])
         assert p["target_sparsity"] == (args[2] or 0.0)
+
+
+def test_structured_sweep_decodes_sliced_models(corpus, pretrained, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    os.symlink(corpus, root / "aa")
+    work = tmp_path / "sweep"
+    assert sweep_cli.main(["run", "--workdir", str(work), "--data-root", str(root), "--pretrained", str(pretrained),
+                           "--langs", "aa", "--methods", "parp", "--sparsities", "0.5", "--labels", "ltr",
+                           "--config-name", "tiny", "--ranking", "tensor", "--granularity", "neuron+head", "--",
+                           "optimization.max_update=6", "checkpoint.save_interval_updates=6",
+                           "dataset.validate_interval_updates=6"]) == 0
+    point = work / "aa" / "parp-tensor-neuron+head_s0.5_seed1"
+    assert (point / "DONE").exists()
+    assert sweep_cli.main(["collect", "--workdir", str(work), "--slice"]) == 0
+    rows = {r["method"]: r for r in csv.DictReader(open(work / "results.tsv"), delimiter="\t")}
+    sliced, dense = rows["parp-tensor-neuron+head"], rows["dense"]
+    assert sliced["checkpoint"] == str(point / "sliced.pt") and (point / "decode" / "test_viterbi_sliced").is_dir()
+    # half of every layer's heads and neurons gone: about half the transformer parameters
+    assert 0.45 < int(sliced["transformer_params"]) / int(dense["transformer_params"]) < 0.6

@@ -12,6 +12,14 @@ under ``task_state.parp_dictionary``. The optimizer state is dropped too.
     parp-fairseq-export parp/checkpoint_best.pt parp/stock.pt
     parp-fairseq-export parp/checkpoint_best.pt parp/small.pt --compress [--values-dtype fp16]
 
+``--slice`` (structured checkpoints: ``pruning.granularity=neuron|head|neuron+head``) removes the
+pruned neurons and heads: a smaller DENSE model, faster on every device. When every layer keeps
+the same FFN width and all its heads the result is a stock ``wav2vec_ctc`` (its
+``encoder_ffn_embed_dim`` changed); otherwise the plugin's ``parp_wav2vec_ctc_sliced`` with
+per-layer widths and head counts (fairseq loads it with ``--user-dir``).
+
+    parp-fairseq-export parp_neuron/checkpoint_best.pt parp/sliced.pt --slice
+
 ``--compress`` stores each pruned tensor as a bitmask plus its kept values (a 70%-sparse fp32
 tensor shrinks ~3x). parp_fairseq's loaders (decode, mask, export) read such files directly;
 ``parp-fairseq-export small.pt stock.pt --decompress`` turns one back into a plain stock checkpoint.
@@ -28,8 +36,9 @@ from typing import List, Optional
 import torch
 from omegaconf import OmegaConf
 
-from ..checkpoints import (COMPRESSED, DENSE_CTC, PRETRAINED, checkpoint_kind, compress_state_dict,
-                           effective_weights, load_checkpoint, model_name)
+from ..checkpoints import (COMPRESSED, DENSE_CTC, PRETRAINED, checkpoint_kind, checkpoint_masks,
+                           compress_state_dict, effective_weights, encoder_arch, load_checkpoint, model_name)
+from ..errors import InputError
 from ..errors import run_cli
 from ..fsutil import atomic_torch_save, same_file
 
@@ -70,6 +79,50 @@ def squash(state: dict) -> dict:
     return out
 
 
+_PREFIX = "w2v_encoder.w2v_model."
+SLICED = "parp_wav2vec_ctc_sliced"
+
+
+def slice_state(state: dict) -> dict:
+    """The smaller dense checkpoint of a structured-pruned parp checkpoint ``state`` (a new dict):
+    pruned neurons' rows/columns and pruned heads' rows/columns removed, configs rewritten."""
+    from ..pruning.structured import Granularity, collapse, slice_tensors
+
+    pc = (state["cfg"]["model"].get("pruning") or {})
+    gran = str(pc.get("granularity", "weight"))
+    if gran == "weight":
+        raise InputError("--slice needs a STRUCTURED checkpoint (model.pruning.granularity=neuron, head "
+                         "or neuron+head); this one is unstructured (granularity=weight): its zeros are "
+                         "scattered and no row or column can go. Use --compress for a smaller file")
+    arch = encoder_arch(state)
+    masks = checkpoint_masks(state["model"])
+    cut = Granularity(gran, arch["heads"])
+    sets = cut.sets({n: list(m.shape) for n, m in masks.items()})
+    try:
+        groups = collapse(masks, sets)
+    except ValueError as e:
+        raise InputError(f"the checkpoint claims granularity={gran} but {e}") from None
+    out = squash(state)
+    out["model"] = slice_tensors(out["model"], sets, groups, prefix=_PREFIX)
+    ffn, heads = [arch["ffn_dim"]] * arch["layers"], [arch["heads"]] * arch["layers"]
+    for gs in sets:
+        i = int(gs.layer.rsplit(".", 1)[1])
+        (ffn if gs.kind == "neuron" else heads)[i] = int(groups[gs.key].sum())
+    model = out["cfg"]["model"]
+    if len(set(ffn)) == 1 and ffn[0] > 0 and all(h == arch["heads"] for h in heads):
+        w2v = model.get("w2v_args")
+        if not w2v or "model" not in w2v:
+            raise InputError("the checkpoint's cfg.model.w2v_args is missing: cannot write the smaller "
+                             "architecture into a stock config")
+        w2v["model"]["encoder_ffn_embed_dim"] = ffn[0]
+    else:
+        model["_name"] = SLICED
+        model["ffn_dims"], model["attention_heads"] = ffn, heads
+    out["parp_sliced"] = {"granularity": gran, "ffn_dims": ffn, "attention_heads": heads,
+                          "full": {"ffn_dim": arch["ffn_dim"], "heads": arch["heads"]}}
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="parp-fairseq-export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,6 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="store pruned tensors as bitmask + kept values (read by parp_fairseq's loaders)")
     ap.add_argument("--values-dtype", choices=("fp32", "fp16", "bf16"), default=None,
                     help="with --compress: dtype of the stored weights (default: as trained)")
+    ap.add_argument("--slice", action="store_true",
+                    help="structured checkpoints: remove the pruned neurons and heads (a smaller dense model)")
     ap.add_argument("--decompress", action="store_true",
                     help="CHECKPOINT is a --compress export: write it back as a plain stock checkpoint")
     args = ap.parse_args(argv)
@@ -89,6 +144,8 @@ def _export(args) -> int:
     same_file(args.checkpoint, args.out, "CHECKPOINT", "OUT")
     if args.values_dtype and not args.compress:
         raise ValueError("--values-dtype only applies with --compress")
+    if args.slice and (args.compress or args.decompress):
+        raise ValueError("--slice writes a smaller dense model; it does not combine with --compress/--decompress")
     state = load_checkpoint(args.checkpoint)  # decompresses a --compress file
     if args.decompress:
         if model_name(state) != "wav2vec_ctc":
@@ -100,8 +157,18 @@ def _export(args) -> int:
     if checkpoint_kind(state) == PRETRAINED:
         raise ValueError(f"{args.checkpoint} is a pretrained {name!r} checkpoint, not a "
                          f"finetuned CTC model: nothing to export")
-    if name == "wav2vec_ctc":
-        raise ValueError(f"{args.checkpoint} is already a stock wav2vec_ctc checkpoint")
+    if name in ("wav2vec_ctc", SLICED):
+        raise ValueError(f"{args.checkpoint} is already an exported {name} checkpoint")
+    if args.slice:
+        out = slice_state(state)
+        atomic_torch_save(out, args.out)
+        n_before = sum(v.numel() for k, v in effective_weights(state["model"]).items() if k.startswith(_PREFIX))
+        n_after = sum(v.numel() for k, v in out["model"].items() if k.startswith(_PREFIX))
+        sl = out["parp_sliced"]
+        print(f"wrote {args.out}: {model_name(out)}, FFN widths {sl['ffn_dims']} of {sl['full']['ffn_dim']}, "
+              f"heads {sl['attention_heads']} of {sl['full']['heads']}; encoder parameters "
+              f"{n_before / 1e6:.2f}M -> {n_after / 1e6:.2f}M ({os.path.getsize(args.out) / 2**20:.2f} MiB)")
+        return 0
     out = squash(state)
     if args.compress:
         dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.values_dtype)

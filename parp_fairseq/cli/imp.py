@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--select", choices=("last", "best"), default="last",
                     help="which checkpoint of a round the next mask is computed from")
     ap.add_argument("--ranking", default="global", choices=("global", "layer", "tensor"))
+    ap.add_argument("--granularity", default="weight", choices=("weight", "neuron", "head", "neuron+head"),
+                    help="prune weights, or whole FFN neurons / attention heads (every round's mask and "
+                         "model.pruning.granularity)")
     ap.add_argument("overrides", nargs="*", help="hydra overrides for every round (after --)")
     return ap
 
@@ -104,13 +107,13 @@ def _rounds(args, sched) -> str:
         mpath = os.path.join(args.workdir, f"mask_round{r}.pt")
         if not os.path.isfile(mpath):
             margs = ["omp", "--checkpoint", prev_ckpt, "--sparsity", str(s), "--out", mpath,
-                     "--ranking", args.ranking, "--meta", f"imp_round={r}"]
+                     "--ranking", args.ranking, "--granularity", args.granularity, "--meta", f"imp_round={r}"]
             if prev_mask:
                 margs += ["--keep", prev_mask]
             if mask_cli.main(margs) != 0:
                 raise RuntimeError(f"mask computation of round {r} failed")
         if not os.path.exists(os.path.join(d, "DONE")):
-            extra = ["pruning=imp", f"model.pruning.mask_path={mpath}"]
+            extra = ["pruning=imp", f"model.pruning.mask_path={mpath}", f"model.pruning.granularity={args.granularity}"]
             if args.rewind != "pretrained":
                 extra.append(f"model.pruning.init_from={os.path.abspath(args.rewind)}")
             _train(args, d, extra)

@@ -43,10 +43,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def point_dir(work: Path, lang: str, method: str, sparsity: Optional[float], seed: int, src: str = "",
-              ranking: str = "") -> Path:
+              ranking: str = "", granularity: str = "") -> Path:
     if method == "dense":
         return work / lang / f"dense_seed{seed}"
     tag = (f"parp_from_{src}" if src else method) + (f"-{ranking.replace(':', 'of')}" if ranking else "")
+    if granularity and granularity != "weight":
+        tag += f"-{granularity}"
     return work / lang / f"{tag}_s{sparsity:g}_seed{seed}"
 
 
@@ -129,6 +131,9 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
                 f"common.seed={seed}", *dist, *args.overrides]
 
     rank = [f"model.pruning.ranking={args.ranking}"] if args.ranking else []
+    gran = args.granularity if args.granularity != "weight" else ""
+    if gran:
+        rank.append(f"model.pruning.granularity={gran}")
 
     reported = set()
 
@@ -145,9 +150,9 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
 
     def omp_mask(lang: str, seed: int, s: float, ranking: str = "") -> Path:
         dense = train(point_dir(work, lang, "dense", None, seed), lang, seed)
-        suffix = f"-{ranking.replace(':', 'of')}" if ranking else ""
+        suffix = (f"-{ranking.replace(':', 'of')}" if ranking else "") + (f"-{gran}" if gran else "")
         path = work / lang / f"omp_mask{suffix}_s{s:g}_seed{seed}.pt"
-        extra = ["--ranking", ranking] if ranking else []
+        extra = (["--ranking", ranking] if ranking else []) + (["--granularity", gran] if gran else [])
         if not path.exists() and mask_cli.main(["omp", "--checkpoint", str(dense), "--sparsity", str(s),
                                                  "--out", str(path), "--meta", f"lang={lang}", *extra]) != 0:
             raise RuntimeError(f"computing the OMP mask of {dense} failed")
@@ -159,7 +164,7 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
             train(point_dir(work, lang, "dense", None, seed), lang, seed)  # every language's reference
             for method in (m for m in args.methods if m != "dense"):
                 for s in args.sparsities:
-                    d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "")
+                    d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "", granularity=gran)
                     dense = _final_checkpoint(point_dir(work, lang, "dense", None, seed))
                     if method == "omp":
                         train(d, lang, seed, "pruning=omp", *rank,
@@ -173,6 +178,7 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
                               args.config_name, "--workdir", str(d), "--sparsity", str(s), "--rate", str(args.imp_rate),
                               "--schedule", args.imp_schedule,
                               "--start-checkpoint", str(dense), *(["--ranking", args.ranking] if args.ranking else []),
+                              *(["--granularity", gran] if gran else []),
                               "--", *common(lang, seed)], d, log)
                         (d / "DONE").touch()
                     elif method == "s3router_p":
@@ -182,13 +188,14 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
                         train(d, lang, seed, f"pruning={method}", f"model.pruning.sparsity={s}", *rank)
         for a, b in transfers:
             for s in args.sparsities:
-                d = point_dir(work, b, "parp", s, seed, src=a)
+                d = point_dir(work, b, "parp", s, seed, src=a, granularity=gran)
                 train(d, b, seed, "pruning=parp", f"model.pruning.mask_path={omp_mask(a, seed, s)}",
-                      f"model.pruning.sparsity={s}")
+                      f"model.pruning.sparsity={s}", *rank[1 if args.ranking else 0:])
             if (b, b) not in transfers:  # the same-language reference of the transfer matrix
                 for s in args.sparsities:
-                    train(point_dir(work, b, "parp", s, seed, src=b), b, seed, "pruning=parp",
-                          f"model.pruning.mask_path={omp_mask(b, seed, s)}", f"model.pruning.sparsity={s}")
+                    train(point_dir(work, b, "parp", s, seed, src=b, granularity=gran), b, seed, "pruning=parp",
+                          f"model.pruning.mask_path={omp_mask(b, seed, s)}", f"model.pruning.sparsity={s}",
+                          *rank[1 if args.ranking else 0:])
     log(f"[sweep] all points trained ({time.time() - t0:.0f} s); next: parp-fairseq-sweep collect --workdir {work}")
     return 0
 
@@ -213,24 +220,46 @@ def _points(work: Path) -> List[Dict]:
     return out
 
 
-def _layer_sparsity(ckpt: Path) -> Optional[Dict[str, float]]:
-    """Sparsity per layer and overall (``"all"``) of a checkpoint's masks; None for a dense one.
-    Read once per point: it gives both the actual-sparsity column and the per-layer plot."""
-    from ..checkpoints import checkpoint_masks, load_checkpoint
-    from ..pruning.analysis import layer_sparsity
+_LAYERS = "w2v_encoder.w2v_model.encoder.layers."
 
-    masks = checkpoint_masks(load_checkpoint(ckpt)["model"])  # safe load (weights_only, literal configs)
-    return layer_sparsity(masks) if masks else None
+
+def _point_stats(p: Dict, slice_: bool, log) -> None:
+    """Per-layer sparsity (``"all"`` overall; None for a dense point) and the nonzero transformer
+    parameters of a point's checkpoint, read once; with ``slice_``, a structured checkpoint is
+    exported sliced (``sliced.pt`` beside it) and that smaller model is what gets decoded."""
+    import torch
+
+    from ..checkpoints import checkpoint_masks, effective_weights, load_checkpoint
+    from ..pruning.analysis import layer_sparsity
+    from . import export as export_cli
+
+    state = load_checkpoint(p["checkpoint"])  # safe load (weights_only, literal configs)
+    masks = checkpoint_masks(state["model"])
+    p["layer_sparsity"] = layer_sparsity(masks) if masks else None
+    sd = effective_weights(state["model"])
+    p["params"] = sum(int(torch.count_nonzero(v)) for k, v in sd.items() if k.startswith(_LAYERS))
+    p["decoded"] = p["checkpoint"]
+    gran = str(((state["cfg"]["model"].get("pruning") or {}).get("granularity", "weight")))
+    if slice_ and gran != "weight":
+        out = p["dir"] / "sliced.pt"
+        if not out.exists() or out.stat().st_mtime < Path(p["checkpoint"]).stat().st_mtime:
+            if export_cli.main([str(p["checkpoint"]), str(out), "--slice"]) != 0:
+                raise RuntimeError(f"slicing {p['checkpoint']} failed")
+            log(f"[sweep] sliced {p['checkpoint']} -> {out}")
+        p["decoded"] = out
+        sliced = load_checkpoint(out)["model"]
+        p["params"] = sum(v.numel() for k, v in sliced.items() if k.startswith(_LAYERS))
 
 
 def _decode(p: Dict, data: Path, split: str) -> Dict:
     from . import decode as decode_cli
 
-    out = p["dir"] / "decode" / f"{split}_viterbi"
-    if not decode_cli.results_are_current(out, p["checkpoint"]):  # none yet, or of an older checkpoint
-        if decode_cli.main(["--checkpoint", str(p["checkpoint"]), "--data", str(data), "--split", split,
+    ckpt = p.get("decoded", p["checkpoint"])
+    out = p["dir"] / "decode" / f"{split}_viterbi{'_sliced' if ckpt != p['checkpoint'] else ''}"
+    if not decode_cli.results_are_current(out, ckpt):  # none yet, or of an older checkpoint
+        if decode_cli.main(["--checkpoint", str(ckpt), "--data", str(data), "--split", split,
                             "--results-dir", str(out)]) != 0:
-            raise RuntimeError(f"decoding {p['checkpoint']} on {split} failed")
+            raise RuntimeError(f"decoding {ckpt} on {split} failed")
     return decode_cli.read_summary(out)[0]
 
 
@@ -304,7 +333,7 @@ def _collect(args, work: Path, log) -> int:
 
     for p in tqdm(points, desc="decode points", unit="point", file=sys.stderr):
         data = data_root / p["lang"]
-        p["layer_sparsity"] = _layer_sparsity(p["checkpoint"])
+        _point_stats(p, getattr(args, "slice", False), log)
         actual = p["layer_sparsity"]["all"] if p["layer_sparsity"] else 0.0
         for split in ("test", "real"):
             if not (data / f"{split}.tsv").exists():
@@ -314,9 +343,10 @@ def _collect(args, work: Path, log) -> int:
             rows.append({"lang": p["lang"], "method": p["method"], "mask_from": p["src"] or "-",
                          "target_sparsity": p["target_sparsity"], "actual_sparsity": actual, "seed": p["seed"],
                          "split": split, "decoder": "viterbi", "WER": r["WER"], "unit": unit,
-                         "unit_error": float(r[unit]), "checkpoint": str(p["checkpoint"])})
+                         "unit_error": float(r[unit]), "transformer_params": p["params"],
+                         "checkpoint": str(p["decoded"])})
     cols = ["lang", "method", "mask_from", "target_sparsity", "actual_sparsity", "seed", "split", "decoder", "WER",
-            "unit", "unit_error", "checkpoint"]
+            "unit", "unit_error", "transformer_params", "checkpoint"]
     atomic_write_text(work / "results.tsv", "\t".join(cols) + "\n" + "".join(
         "\t".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n" for r in rows))
     unit = rows[0]["unit"]
@@ -397,6 +427,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     r.add_argument("--ranking", default=None,
                    help="model.pruning.ranking for the pruned points (e.g. 2:4); the run folders get a "
                         "-2of4 style suffix and the method column says e.g. parp-2of4")
+    r.add_argument("--granularity", choices=("weight", "neuron", "head", "neuron+head"), default="weight",
+                   help="model.pruning.granularity of the pruned points (structured points can be decoded "
+                        "sliced: `collect --slice`); the run folders get a -GRANULARITY suffix")
     r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction removed per round (see --imp-schedule)")
     r.add_argument("--imp-schedule", choices=("remaining", "original"), default="remaining",
                    help="IMP: rate of the REMAINING weights per round, or of the ORIGINAL ones (official code)")
@@ -409,6 +442,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("--workdir", required=True)
     c.add_argument("--data-root", default=None, help="default: as recorded by `run`")
     c.add_argument("--results-md", default=None, help="also update a section of this markdown file (RESULTS.md)")
+    c.add_argument("--slice", action="store_true",
+                   help="decode structured points as sliced models (parp-fairseq-export --slice); the "
+                        "transformer_params column then counts the smaller model's parameters")
     args = ap.parse_args(argv)
     return run_cli("parp-fairseq-sweep", lambda: run(args) if args.cmd == "run" else collect(args),
                    extra=(RuntimeError,))

@@ -1,2 +1,3 @@
 """Models, auto-imported by fairseq's ``import_user_module``."""
 from .parp_wav2vec2 import ParpWav2Vec2CtcConfig, ParpWav2VecCtc, PruningConfig  # noqa: F401
+from .sliced import SlicedWav2Vec2CtcConfig, SlicedWav2VecCtc  # noqa: F401

@@ -212,6 +212,10 @@ class ParpWav2VecCtc(Wav2VecCtc):
                                str(pc.group_norm), pc.remove_whole_layers)
         if self.cut.structured:
             targets = [t for t in find_targets(self, pc.pattern, ("weight", "bias")) if self.cut.selects(t.name)]
+            if not targets:
+                raise InputError(f"pruning.pattern={pc.pattern!r} matches no tensor of a {pc.granularity} group "
+                                 f"(heads: self_attn.q/k/v/out_proj; neurons: fc1/fc2). The S3-Router overlay "
+                                 f"masks the FFN only: with granularity=head set pruning.pattern too")
             self.cut.sets({t.name: list(getattr(t.module, t.param).shape) for t in targets})  # complete groups?
         else:
             targets = find_targets(self, pc.pattern, ("weight", "bias") if pc.prune_bias else ("weight",))
