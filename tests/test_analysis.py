@@ -74,6 +74,8 @@ def test_analyze_cli_writes_tables_and_plots(tmp_path, capsys):
     iou = [ln.split("\t") for ln in (out / "iou.tsv").read_text().splitlines()]
     assert iou[1][1] == "1.0000" and 0.33 < float(iou[1][2]) < 1.0
     assert "Pearson r over 3 language pairs" in (out / "summary.md").read_text()
+    layers = [ln.split("\t") for ln in (out / "phonetic_correlation_layers.tsv").read_text().splitlines()]
+    assert [r[0] for r in layers[1:]] == ["layers.0", "layers.1"] and all(-1 <= float(r[1]) <= 1 for r in layers[1:])
     # bad input: one clear error, nothing written
     bad = tmp_path / "bad"
     assert analyze_cli.main(["--masks", paths[0], "--out", str(bad)]) == 2
@@ -94,3 +96,23 @@ def test_fairseq_log_curve_parses_train_and_valid_lines(tmp_path):
     assert pts == [("train", 25, 8.138), ("valid", 100, 6.623)]
     plot_curve(pts, tmp_path / "c.png", "t")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_analyze_mpi_vs_omp(tmp_path):
+    """PARP's premise: the IoU of the pretrained model's MPI mask with a finetuned model's OMP mask,
+    next to the random-mask IoU; the hand-made case makes the finetuned weights a small change."""
+    shapes = {f"encoder.layers.{i}.fc1.weight": torch.Size([64, 32]) for i in range(2)}
+    pre = {n: torch.randn(s, generator=torch.Generator().manual_seed(1)) for n, s in shapes.items()}
+    ft = {n: t + 0.1 * torch.randn(t.shape, generator=torch.Generator().manual_seed(2)) for n, t in pre.items()}
+    mpi, omp = magnitude_masks(pre, 0.5), magnitude_masks(ft, 0.5)
+    save_mask_file(tmp_path / "mpi.pt", MaskFile(mpi, 0.5, "mpi", "global"))
+    save_mask_file(tmp_path / "omp.pt", MaskFile(omp, 0.5, "omp", "global"))
+    out = tmp_path / "a"
+    assert analyze_cli.main(["--masks", f"pre={tmp_path / 'mpi.pt'}", f"ft={tmp_path / 'omp.pt'}",
+                             "--out", str(out)]) == 0
+    rows = [ln.split("\t") for ln in (out / "mpi_vs_omp.tsv").read_text().splitlines()]
+    assert rows[0][:3] == ["mpi", "omp", "iou"] and rows[1][:2] == ["pre", "ft"]
+    from parp_fairseq.pruning.analysis import iou
+    assert float(rows[1][2]) == pytest.approx(iou(mpi, omp), abs=1e-4)
+    assert float(rows[1][2]) > 2 * float(rows[1][4])  # far above random (1/3 at 50 %)
+    assert "MPI vs OMP" in (out / "summary.md").read_text()

@@ -12,7 +12,11 @@ Inputs are mask files (``parp-fairseq-mask``) or pruned checkpoints (their masks
 * ``layer_sparsity.*``: sparsity per transformer layer for every mask (bars: which layers are pruned most);
 * ``layer_cosine.*``: per-layer cosine similarity of every pair of masks (and of their random twins);
 * with ``--phones``: the Pearson correlation over language pairs between mask IoU and phonetic
-  similarity (Jaccard of the phone inventories), for the masks and for the random baseline;
+  similarity (Jaccard of the phone inventories), for the masks and for the random baseline, overall
+  and per transformer layer (S3-Router supplement Table 2: ``phonetic_correlation_layers.tsv``);
+* ``mpi_vs_omp.tsv``: where both an MPI and an OMP mask are given (their files record the method),
+  the IoU of each MPI-OMP pair next to the random-mask IoU - PARP's premise that the pretrained
+  model's magnitude mask is already close to the finetuned one's;
 * ``summary.md``: all tables in one page.
 """
 
@@ -28,19 +32,22 @@ from ..pruning import analysis as A
 
 
 def _load(path: str) -> Dict:
+    """The masks of a mask file or pruned checkpoint, and the method that made them."""
     from ..pruning.maskfile import load_mask_file
 
     try:
-        return dict(load_mask_file(path).masks)
+        mf = load_mask_file(path)
+        return dict(mf.masks), str(mf.method)
     except CheckpointError as e:
         if "pickles" in str(e):  # unsafe file: do not try it again as a checkpoint
             raise
         from ..checkpoints import checkpoint_masks, load_checkpoint
 
-        masks = checkpoint_masks(load_checkpoint(path)["model"])
+        state = load_checkpoint(path)
+        masks = checkpoint_masks(state["model"])
         if not masks:
             raise ValueError(f"{path} is neither a mask file nor a pruned checkpoint (it has no masks)")
-        return masks
+        return masks, str((state["cfg"]["model"].get("pruning") or {}).get("method", ""))
 
 
 def _pairs(items: List[str], what: str) -> Dict[str, str]:
@@ -104,8 +111,10 @@ def _bars(path: Path, layers: List[str], series: Dict[str, List[float]], ylabel:
     plt.close(fig)
 
 
-def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] = None, seed: int = 0) -> str:
+def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] = None, seed: int = 0,
+            methods: Optional[Dict[str, str]] = None) -> str:
     names = list(masks)
+    methods = methods or {}
     if len(names) < 2:
         raise ValueError("give at least two masks to compare")
     rand = {n: A.random_like(m, seed + i) for i, (n, m) in enumerate(masks.items())}
@@ -131,7 +140,17 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
     md += ["", "## Cosine similarity per layer (masks as 0/1 vectors; random twins in brackets)", "",
            "| pair | " + " | ".join(clayers) + " |", "|---" * (len(clayers) + 1) + "|"]
     md += [f"| {p} | " + " | ".join(f"{c[k]:.3f} ({rc[k]:.3f})" for k in clayers) + " |" for p, c, rc in cos_rows]
-    corr = None
+    mpi_omp = [(a, b) for a in names for b in names if methods.get(a) == "mpi" and methods.get(b) == "omp"]
+    mo_rows = []
+    for a, b in mpi_omp:
+        i, j = names.index(a), names.index(b)
+        mo_rows.append((a, b, ious[i][j], rious[i][j], expected[i][j]))
+    if mo_rows:
+        md += ["", "## MPI vs OMP (PARP's premise: the pretrained magnitude mask is close to the finetuned one's)", "",
+               "| MPI mask | OMP mask | IoU | random IoU (measured) | random IoU (expected) | IoU / random |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {a} | {b} | {x:.4f} | {r:.4f} | {e:.4f} | {x / e:.2f}x |" for a, b, x, r, e in mo_rows]
+    corr = layer_corr = None
     if phones:
         missing = [n for n in names if n not in phones]
         if missing:
@@ -151,6 +170,15 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
                "Phonetic similarity = Jaccard index of the phone inventories (dict.phn.txt):", "", _md(names, psim), "",
                f"Pearson r over {len(x)} language pairs: mask IoU vs phonetic similarity = **{r_mask:.3f}**; "
                f"random-mask baseline = {r_rand:.3f}."]
+        if len(x) >= 2:  # per layer (S3-Router supplement Table 2)
+            pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+            liou = {p: A.layer_iou(masks[p[0]], masks[p[1]]) for p in pairs}
+            lrand = {p: A.layer_iou(rand[p[0]], rand[p[1]]) for p in pairs}
+            layer_corr = [(lay, A.pearson(x, [liou[p][lay] for p in pairs]),
+                           A.pearson(x, [lrand[p][lay] for p in pairs])) for lay in liou[pairs[0]]]
+            md += ["", "Per layer (IoU of that layer's kept weights vs phonetic similarity):", "",
+                   "| layer | Pearson r (masks) | Pearson r (random masks) |", "|---|---|---|"]
+            md += [f"| {lay} | {r:.3f} | {rr:.3f} |" for lay, r, rr in layer_corr]
     text = "\n".join(md) + "\n"
     with output_dir(out, "parp-fairseq-analyze") as tmp:
         for fname, mat in (("iou", ious), ("overlap", ovl), ("random_iou", rious)):
@@ -172,6 +200,14 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
         if corr is not None:
             (tmp / "phonetic_correlation.tsv").write_text(
                 f"pairs\tpearson_mask_iou\tpearson_random_iou\n{corr[2]}\t{corr[0]:.4f}\t{corr[1]:.4f}\n")
+        if layer_corr is not None:
+            (tmp / "phonetic_correlation_layers.tsv").write_text(
+                "layer\tpearson_mask_iou\tpearson_random_iou\n"
+                + "".join(f"{lay}\t{r:.4f}\t{rr:.4f}\n" for lay, r, rr in layer_corr))
+        if mo_rows:
+            (tmp / "mpi_vs_omp.tsv").write_text(
+                "mpi\tomp\tiou\trandom_iou_measured\trandom_iou_expected\n"
+                + "".join(f"{a}\t{b}\t{x:.4f}\t{r:.4f}\t{e:.4f}\n" for a, b, x, r, e in mo_rows))
         (tmp / "summary.md").write_text(text)
     return text
 
@@ -191,12 +227,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     def body() -> int:
         paths = _pairs(args.masks, "--masks")
         check_output_dir(args.out, "parp-fairseq-analyze")  # before reading anything
-        masks = {}
+        masks, methods = {}, {}
         for n, p in paths.items():
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"{p} does not exist")
-            masks[n] = _load(p)
-        text = analyze(masks, Path(args.out), _pairs(args.phones, "--phones") if args.phones else None, args.seed)
+            masks[n], methods[n] = _load(p)
+        text = analyze(masks, Path(args.out), _pairs(args.phones, "--phones") if args.phones else None, args.seed,
+                       methods)
         print(text)
         print(f"wrote {args.out}/ (summary.md, *.tsv, *.png)")
         return 0

@@ -1,6 +1,7 @@
 """``parp_ctc``: fairseq's CTC criterion that also logs the model's sparsity."""
 
 
+import math
 from dataclasses import dataclass
 
 from fairseq import metrics
@@ -25,11 +26,14 @@ class ParpCtcCriterion(CtcCriterion):
 
     def forward(self, model, sample, reduce=True):
         loss, sample_size, logging_output = super().forward(model, sample, reduce)
-        stats = getattr(unwrap(model), "sparsity_stats", dict)()
+        m = unwrap(model)
+        stats = getattr(m, "sparsity_stats", dict)()
         if stats:
             logging_output["nsparsity"] = 1
         for k, v in stats.items():
             logging_output["sparsity" if k == "global" else f"sparsity_{k}"] = v
+        if stats:
+            logging_output.update(getattr(m, "pruning_diagnostics", dict)())  # mask_flip, mask_iou_init, ...
         return loss, sample_size, logging_output
 
     @staticmethod
@@ -38,10 +42,15 @@ class ParpCtcCriterion(CtcCriterion):
         n = sum(log.get("nsparsity", 0) for log in logging_outputs)
         if not n:
             return
-        keys = sorted({k for log in logging_outputs for k in log if k.startswith("sparsity")})
+        keys = sorted({k for log in logging_outputs for k in log if k.startswith(("sparsity", "mask_"))})
         for k in keys:
             # identical on every worker and micro-batch; priority puts them at the end of the log line
             metrics.log_scalar(k, sum(log.get(k, 0) for log in logging_outputs) / n, priority=300, round=4)
+        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
+        for k in ("loss_before_reprune", "loss_after_reprune"):  # PARP validations, as fairseq's `loss`
+            if sample_size and any(k in log for log in logging_outputs):
+                metrics.log_scalar(k, sum(log.get(k, 0) for log in logging_outputs) / sample_size / math.log(2),
+                                   sample_size, round=3)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -101,7 +101,24 @@ class PruningConfig(FairseqDataclass):
                           "of each stays)"},
     )
     reprune_interval: int = field(
-        default=50, metadata={"help": "PARP: re-prune to the target every N updates"}
+        default=50, metadata={"help": "PARP: re-prune to the target every N updates (0 with "
+                                      "reprune_interval_epochs)"}
+    )
+    reprune_interval_epochs: int = field(
+        default=0,
+        metadata={"help": "PARP: re-prune every N EPOCHS instead (the official code's unit), at the "
+                          "start of epochs N+1, 2N+1, ...; 0 = use reprune_interval (updates)"},
+    )
+    validate_before_reprune: bool = field(
+        default=False,
+        metadata={"help": "PARP: validate the current (regrown) weights and re-prune afterwards, as the "
+                          "official code; default: re-prune, then validate. Checkpoints always hold the "
+                          "re-pruned weights"},
+    )
+    log_reprune_loss: bool = field(
+        default=True,
+        metadata={"help": "PARP: at a validation that comes with a re-prune, also compute the validation "
+                          "loss of the other side (loss_before_reprune / loss_after_reprune)"},
     )
     ramp_updates: int = field(
         default=0,
@@ -155,9 +172,11 @@ def _validate_pruning_config(pc) -> None:
     if pc.granularity != "weight" and str(pc.ranking) not in ("global", "layer", "tensor"):
         raise InputError(f"pruning.granularity={pc.granularity} ranks whole groups (global, layer or "
                          f"tensor); pruning.ranking={pc.ranking} is for unstructured masks")
-    if pc.method == "parp" and pc.reprune_interval <= 0:
+    if pc.reprune_interval_epochs < 0:
+        raise InputError(f"pruning.reprune_interval_epochs={pc.reprune_interval_epochs} must be >= 0")
+    if pc.method == "parp" and pc.reprune_interval <= 0 and pc.reprune_interval_epochs == 0:
         raise InputError(f"pruning.reprune_interval={pc.reprune_interval}: PARP re-prunes every "
-                         f"N updates and needs N >= 1")
+                         f"N updates and needs N >= 1 (or every N epochs: pruning.reprune_interval_epochs)")
     try:
         re.compile(pc.pattern)
     except re.error as e:
@@ -205,6 +224,12 @@ class ParpWav2VecCtc(Wav2VecCtc):
         self._target_sparsity: Optional[float] = pc.sparsity
         self._off_target = False  # PARP weights may have regrown since the last re-prune
         self._saved_report: Optional[Dict[str, float]] = None
+        self.pending_reprune = False  # PARP: re-prune before the next training step
+        self._init_masks: Optional[Dict[str, torch.Tensor]] = None  # the run's first mask (diagnostics)
+        self._diag: Dict[str, float] = {}
+        self._diag_at: Optional[int] = None  # num_updates the cached S3-Router diagnostics belong to
+        self.reprune_stash: Optional[Dict[str, torch.Tensor]] = None  # the other side of a re-prune
+        self.stash_side = ""  # "before" / "after": what reprune_stash holds
         if pc.method == "none":
             return
         layers = self.w2v_encoder.w2v_model.encoder.layers
@@ -338,6 +363,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
                 masks = self.cut.magnitude(self.masker.params(), s, str(pc.ranking))
             self.masker.set_masks(masks, source=f"{pc.method} mask")
             src = f"{pc.method} on the initial weights"
+        self._init_masks = {n: m.detach().clone() for n, m in self.masker.masks().items()}
         rep = self.masker.report()
         logger.info(f"pruning: method={pc.method} granularity={self.cut.granularity} mask from {src}: "
                     f"sparsity {rep['global']:.4f} over {len(self.masker.targets)} tensors")
@@ -368,17 +394,63 @@ class ParpWav2VecCtc(Wav2VecCtc):
             self.masker.apply_()
         else:
             self._off_target = True
-            if is_reprune_update(num_updates, self.pruning_cfg.reprune_interval):
+            self.reprune_stash = None
+            pc = self.pruning_cfg
+            if pc.reprune_interval_epochs == 0 and is_reprune_update(num_updates, pc.reprune_interval):
                 self.reprune(self.sparsity_at(num_updates))
                 return True
         return False
 
+    def begin_epoch(self, epoch: int) -> None:
+        """PARP with ``reprune_interval_epochs=N``: ask for a re-prune at the start of epochs N+1, 2N+1, ...
+        (carried out by the task before the next training step, where the optimizer is at hand)."""
+        n = self.pruning_cfg.reprune_interval_epochs if self.masker is not None else 0
+        if n > 0 and self.masker.mode == "adjust" and epoch > 1 and (epoch - 1) % n == 0:
+            self.pending_reprune = True
+
+    def before_train_step(self) -> bool:
+        """A re-prune asked for by ``begin_epoch`` or put off by a validate-first validation;
+        True when it happened (the caller then zeros the optimizer's fp32 master copies)."""
+        self.reprune_stash = None
+        if not self.pending_reprune:
+            return False
+        self.pending_reprune = False
+        if self.masker is None or not self._off_target:
+            return False
+        self.reprune(self.sparsity_at(self.num_updates))
+        return True
+
     def prepare_for_evaluation(self) -> None:
         """Bring a PARP model to its target sparsity (same result on every rank), then check
-        that every data-parallel rank holds the same masks."""
+        that every data-parallel rank holds the same masks.
+
+        With ``validate_before_reprune`` the regrown weights are validated and the re-prune is put
+        off until the next training step. With ``log_reprune_loss`` the weights of the other side
+        (before / after the re-prune) are kept for the task's ``valid_step``."""
+        pc = self.pruning_cfg
         if self.masker is not None and self._off_target:
-            self.reprune(self.sparsity_at(self.num_updates))
+            s = self.sparsity_at(self.num_updates)
+            if pc.validate_before_reprune:
+                if pc.log_reprune_loss:
+                    masks = self.cut.magnitude(self.masker.params(), s, str(pc.ranking))
+                    self.reprune_stash = {n: p.detach().masked_fill(~masks[n], 0)
+                                          for n, p in self.masker.params().items()}
+                    self.stash_side = "after"
+                self.pending_reprune = True
+            else:
+                if pc.log_reprune_loss:
+                    self.reprune_stash = {n: p.detach().clone() for n, p in self.masker.params().items()}
+                    self.stash_side = "before"
+                self.reprune(s)
         self.check_masks_consistent()
+
+    @torch.no_grad()
+    def swap_stash(self) -> None:
+        """Exchange the live target weights with ``reprune_stash`` (call twice to undo)."""
+        for n, p in self.masker.params().items():
+            live = p.detach().clone()
+            p.copy_(self.reprune_stash[n])
+            self.reprune_stash[n] = live
 
     @torch.no_grad()
     def check_masks_consistent(self) -> None:
@@ -406,10 +478,33 @@ class ParpWav2VecCtc(Wav2VecCtc):
 
     @torch.no_grad()
     def reprune(self, sparsity: float) -> None:
-        """Magnitude re-prune of the current weights to ``sparsity`` (PARP)."""
-        self.masker.set_masks(self.cut.magnitude(self.masker.params(), sparsity, str(self.pruning_cfg.ranking)),
-                              source="re-prune")
+        """Magnitude re-prune of the current weights to ``sparsity`` (PARP); records the fraction of
+        mask entries that flipped and the IoU of the new mask with the run's first one."""
+        from ..pruning.analysis import flip_fraction, iou
+
+        old = {n: m.clone() for n, m in self.masker.masks().items()}
+        new = self.cut.magnitude(self.masker.params(), sparsity, str(self.pruning_cfg.ranking))
+        self.masker.set_masks(new, source="re-prune")
         self._off_target = False
+        self._diag = {"mask_flip": flip_fraction(old, new)}
+        if self._init_masks is not None:
+            self._diag["mask_iou_init"] = iou(new, self._init_masks)
+
+    def pruning_diagnostics(self) -> Dict[str, float]:
+        """PARP: ``mask_flip`` (fraction of mask entries the last re-prune changed) and
+        ``mask_iou_init`` (IoU of the current mask with the run's first). S3-Router:
+        ``mask_changed`` (fraction of entries that differ from the first mask) and ``mask_iou_init``.
+        Empty when unknown (a model built from a checkpoint has no first mask)."""
+        if self.masker is None or self._init_masks is None:
+            return dict(self._diag)
+        if self.masker.mode == "score" and self._diag_at != self.num_updates:
+            from ..pruning.analysis import flip_fraction, iou
+
+            masks = self.masker.masks()
+            self._diag = {"mask_changed": flip_fraction(masks, self._init_masks),
+                          "mask_iou_init": iou(masks, self._init_masks)}
+            self._diag_at = self.num_updates
+        return dict(self._diag)
 
     def sparsity_stats(self) -> Dict[str, float]:
         """Mask sparsity of the live model, global and per layer (logged every interval)."""

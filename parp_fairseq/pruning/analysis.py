@@ -55,6 +55,14 @@ def overlap(a: Masks, b: Masks) -> float:
     return inter / total
 
 
+def flip_fraction(a: Masks, b: Masks) -> float:
+    """Fraction of all masked entries whose state differs between two masks (kept in one, removed
+    in the other): what a PARP re-prune changed, or an S3-Router mask since its init."""
+    _check_same(a, b)
+    inter, union, _, _, total = _counts(a, b, list(a))
+    return (union - inter) / total if total else 0.0
+
+
 def random_iou(keep_a: float, keep_b: float) -> float:
     """Expected IoU of two independent random masks keeping fractions ``keep_a`` / ``keep_b``."""
     denom = keep_a + keep_b - keep_a * keep_b
@@ -101,6 +109,19 @@ def layer_cosine(a: Masks, b: Masks) -> "OrderedDict[str, float]":
     for g, names in groups.items():
         inter, _, ka, kb, _ = _counts(a, b, names)
         out[g] = inter / math.sqrt(ka * kb) if ka and kb else 0.0
+    return out
+
+
+def layer_iou(a: Masks, b: Masks) -> "OrderedDict[str, float]":
+    """IoU of the kept weights of two masks, per transformer layer."""
+    _check_same(a, b)
+    groups: "OrderedDict[str, List[str]]" = OrderedDict()
+    for n in a:
+        groups.setdefault(layer_of(n), []).append(n)
+    out = OrderedDict()
+    for g, names in groups.items():
+        inter, union, *_ = _counts(a, b, names)
+        out[g] = inter / union if union else 1.0
     return out
 
 

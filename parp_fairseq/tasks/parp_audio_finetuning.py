@@ -93,6 +93,18 @@ def zero_fp32_master_copies(optimizer, masker) -> None:
                 p32.data.mul_(masks[id(p)].to(p32.dtype))
 
 
+def _last_valid_reprune_losses() -> dict:
+    """``loss_before_reprune`` / ``loss_after_reprune`` of the last validation (fairseq saves a
+    checkpoint right after validating), where they were logged."""
+    from fairseq.logging import metrics
+
+    try:
+        vals = metrics.get_smoothed_values("valid")
+    except KeyError:
+        return {}
+    return {k: float(vals[k]) for k in ("loss_before_reprune", "loss_after_reprune") if k in vals}
+
+
 @register_task("parp_audio_finetuning", dataclass=ParpAudioFinetuningConfig)
 class ParpAudioFinetuningTask(AudioFinetuningTask):
     cfg: ParpAudioFinetuningConfig
@@ -163,6 +175,35 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
             dec = ViterbiDecoder(d)
         return CtcGenerator(d, dec)
 
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        m = _pruned(model)
+        if m is not None:
+            m.begin_epoch(epoch)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        m = _pruned(model)
+        if m is not None and m.before_train_step():  # an epoch-interval or validate-first re-prune
+            zero_fp32_master_copies(optimizer, m.masker)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion):
+        """Stock validation; around a PARP re-prune (``log_reprune_loss``) also the loss of the other
+        side, logged as ``loss_before_reprune`` / ``loss_after_reprune``."""
+        loss, sample_size, log = super().valid_step(sample, model, criterion)
+        m = _pruned(model)
+        if m is not None and m.reprune_stash is not None:
+            m.swap_stash()
+            try:
+                _, _, other = super().valid_step(sample, model, criterion)
+            finally:
+                m.swap_stash()
+            side = m.stash_side
+            live = "after" if side == "before" else "before"
+            log[f"loss_{side}_reprune"] = other["loss"]
+            log[f"loss_{live}_reprune"] = log["loss"]
+        return loss, sample_size, log
+
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)
         m = _pruned(model)
@@ -184,5 +225,6 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
                 "target_sparsity": model.target_sparsity,
                 "num_updates": model.num_updates,
                 "sparsity": model.saved_sparsity_stats(),
+                "diagnostics": {**model.pruning_diagnostics(), **_last_valid_reprune_losses()},
             }
         return sd
