@@ -19,7 +19,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from bench_sparse_inference import _time  # noqa: E402
 from bench_train_step import SIZES, _model, _task  # noqa: E402
 
 from parp_fairseq.models.sliced import slice_encoder_layers  # noqa: E402
@@ -75,17 +75,6 @@ def _size(model) -> int:
         p = Path(d, "m.pt")
         torch.save(model.state_dict(), p)
         return p.stat().st_size
-
-
-def _time(fn, x, device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        out = fn(x)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0, out
 
 
 def main() -> int:

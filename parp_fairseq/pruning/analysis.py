@@ -99,30 +99,27 @@ def layer_sparsity(m: Masks) -> "OrderedDict[str, float]":
     return out
 
 
-def layer_cosine(a: Masks, b: Masks) -> "OrderedDict[str, float]":
-    """Cosine similarity of two masks as 0/1 vectors, per transformer layer."""
+def _by_layer(a: Masks, b: Masks, fn) -> "OrderedDict[str, float]":
+    """``fn(intersection, union, kept_a, kept_b)`` of two masks, per transformer layer."""
     _check_same(a, b)
     groups: "OrderedDict[str, List[str]]" = OrderedDict()
     for n in a:
         groups.setdefault(layer_of(n), []).append(n)
     out = OrderedDict()
     for g, names in groups.items():
-        inter, _, ka, kb, _ = _counts(a, b, names)
-        out[g] = inter / math.sqrt(ka * kb) if ka and kb else 0.0
+        inter, union, ka, kb, _ = _counts(a, b, names)
+        out[g] = fn(inter, union, ka, kb)
     return out
+
+
+def layer_cosine(a: Masks, b: Masks) -> "OrderedDict[str, float]":
+    """Cosine similarity of two masks as 0/1 vectors, per transformer layer."""
+    return _by_layer(a, b, lambda i, u, ka, kb: i / math.sqrt(ka * kb) if ka and kb else 0.0)
 
 
 def layer_iou(a: Masks, b: Masks) -> "OrderedDict[str, float]":
     """IoU of the kept weights of two masks, per transformer layer."""
-    _check_same(a, b)
-    groups: "OrderedDict[str, List[str]]" = OrderedDict()
-    for n in a:
-        groups.setdefault(layer_of(n), []).append(n)
-    out = OrderedDict()
-    for g, names in groups.items():
-        inter, union, *_ = _counts(a, b, names)
-        out[g] = inter / union if union else 1.0
-    return out
+    return _by_layer(a, b, lambda i, u, ka, kb: i / u if u else 1.0)
 
 
 def random_like(m: Masks, seed: int) -> Dict[str, torch.Tensor]:

@@ -172,10 +172,13 @@ class ScoreMasker:
         if self._score_versions() != self._versions:
             self.refresh()
 
+    def _masks_from_scores(self) -> Dict[str, torch.Tensor]:
+        return masks_from_scores({n: s.abs() for n, s in self.scores().items()}, self.sparsity, self.ranking)
+
     @torch.no_grad()
     def refresh(self) -> None:
         """Recompute every mask as the top ``1 - sparsity`` of ``|scores|``."""
-        masks = masks_from_scores({n: s.abs() for n, s in self.scores().items()}, self.sparsity, self.ranking)
+        masks = self._masks_from_scores()
         for t in self.targets:
             pm = self._pm(t)
             pm.mask.copy_(masks[t.name])
@@ -328,20 +331,14 @@ class GroupScoreMasker(ScoreMasker):
         mags = group_magnitudes(self.params(), self.sets, self.cut.norm)
         return OrderedDict((self._hosts[k].name, v) for k, v in mags.items())
 
-    @torch.no_grad()
-    def refresh(self) -> None:
+    def _masks_from_scores(self) -> Dict[str, torch.Tensor]:
+        """Top ``1 - sparsity`` of the groups by ``|score|``, expanded to every member tensor."""
         from .structured import expand, group_masks_from_scores
 
         by_set = {gs.key: self._pm(self._hosts[gs.key]).scores.abs() for gs in self.sets}
         gm = group_masks_from_scores(by_set, self.sets, self.sparsity, self.ranking,
                                      remove_whole_layers=self.cut.remove_whole_layers)
-        masks = expand(gm, self.sets, self.shapes())
-        for t in self.targets:
-            pm = self._pm(t)
-            pm.mask.copy_(masks[t.name])
-            pm._fmask = None
-        self._versions = self._score_versions()
-        self._report = None
+        return expand(gm, self.sets, self.shapes())
 
     def _has_scores(self, t: Target) -> bool:
         return any(t is h for h in self._hosts.values())
