@@ -184,6 +184,8 @@ def test_omp_and_imp_at_neuron_granularity(corpus, pretrained, finetuned, tmp_pa
     assert mf.granularity == "neuron" and mf.num_heads == 4 and "granularity=neuron" in r.stdout
     assert all("fc" in n for n in mf.masks) and any(n.endswith("fc1.bias") for n in mf.masks)
     Granularity("neuron", 4).check_masks(mf.masks)
+    info = subprocess.run(["parp-fairseq-mask", "info", str(mask)], capture_output=True, text=True).stdout
+    assert "encoder.layers.0\tneuron\t64\t128" in info and "encoder.layers.1\tneuron\t64\t128" in info
     # OMP training at the granularity; a mask of another granularity is one clear error
     ckpt = _train(corpus, pretrained, tmp_path / "omp", "pruning=omp", f"model.pruning.mask_path={mask}",
                   "model.pruning.granularity=neuron", "optimization.max_update=4")

@@ -143,6 +143,15 @@ def print_info(mf: MaskFile, path: str, file=None) -> None:
     print("group\tsparsity", file=file)
     for k, v in rep.items():
         print(f"{k}\t{v:.4f}", file=file)
+    if mf.granularity != "weight":  # what --slice would keep
+        from ..pruning.structured import Granularity, collapse
+
+        cut = Granularity(mf.granularity, mf.num_heads, mf.group_norm)
+        sets = cut.sets(mf.shapes)
+        groups = collapse(mf.masks, sets)
+        print("layer\tkind\tkept\tof", file=file)
+        for gs in sets:
+            print(f"{gs.layer}\t{gs.kind}\t{int(groups[gs.key].sum())}\t{gs.n}", file=file)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
