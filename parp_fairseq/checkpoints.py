@@ -106,6 +106,22 @@ def encoder_arch(state: dict) -> Dict[str, int]:
             "heads": int(get("encoder_attention_heads", 12) or 12)}
 
 
+def encoder_family(state: dict) -> str:
+    """The pretrained model family (``wav2vec2``, ``data2vec_audio``, ``hubert`` ...) of a pretrained or
+    finetuned checkpoint, as fairseq registered it; ``""`` when the checkpoint does not say."""
+    cfg = state.get("cfg") or {}
+    model = cfg.get("model") if hasattr(cfg, "get") else None
+    if model is not None:
+        w2v = model.get("w2v_args")
+        if w2v is not None and hasattr(w2v, "get") and w2v.get("model") is not None:
+            return str(w2v["model"].get("_name") or "")
+        return "" if model.get("_name") in _CTC_MODELS else str(model.get("_name") or "")
+    args = state.get("args")
+    w2v = getattr(args, "w2v_args", None) if args is not None else None
+    src = w2v if w2v is not None and hasattr(w2v, "__dict__") else args
+    return str(getattr(src, "arch", "") or "")
+
+
 def checkpoint_kind(state: dict) -> str:
     name = model_name(state)
     if name in _CTC_MODELS:

@@ -89,3 +89,24 @@ def test_large_and_xlsr_mirrors_prune_a_large_shaped_model(corpus, large_shaped_
     _, ours = _logits(run / "checkpoint_last.pt", corpus)
     _, stock = _logits(out, corpus)
     assert torch.equal(ours, stock)
+
+
+def test_mask_of_another_family_is_one_clear_error(corpus, pretrained, d2v_pretrained, tmp_path):
+    """wav2vec 2.0 and data2vec tiny models have the same shapes: only the recorded family tells them apart."""
+    from parp_fairseq.pruning import load_mask_file
+
+    for name, ckpt in (("w2v", pretrained), ("d2v", d2v_pretrained)):
+        r = subprocess.run(["parp-fairseq-mask", "mpi", "--checkpoint", str(ckpt), "--sparsity", "0.5",
+                            "--out", str(tmp_path / f"{name}.pt")], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    assert load_mask_file(tmp_path / "w2v.pt").family == "wav2vec2"
+    assert load_mask_file(tmp_path / "d2v.pt").family == "data2vec_audio"
+    p = hydra_train("configs/finetune", "tiny", tmp_path / "run", f"task.data={corpus}",
+                    f"model.w2v_path={d2v_pretrained}", "pruning=parp", f"model.pruning.mask_path={tmp_path / 'w2v.pt'}",
+                    "optimization.max_update=2", check=False)
+    err = p.stdout + p.stderr
+    assert p.returncode != 0 and "masks of a wav2vec2 model but this model finetunes a data2vec_audio" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "checkpoint_last.pt").exists()
+    # the same family is fine
+    hydra_train("configs/finetune", "tiny", tmp_path / "ok", f"task.data={corpus}", f"model.w2v_path={d2v_pretrained}",
+                "pruning=parp", f"model.pruning.mask_path={tmp_path / 'd2v.pt'}", "optimization.max_update=2")

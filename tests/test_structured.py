@@ -141,7 +141,9 @@ def test_every_method_prunes_whole_groups_through_training(task, pretrained, sam
     assert all(m.cut.selects(n) for n in m.masker.names())
     assert any(n.endswith(".bias") for n in m.masker.names())  # groups take their biases along
     _check_structured(m)
-    assert m.sparsity_stats()["global"] == pytest.approx(0.5, abs=0.02)
+    # one group size per ranking: exact; neurons (129 entries) and heads (4,144) ranked together per
+    # layer: within half a head of the layer's 33,088 entries
+    assert m.sparsity_stats()["global"] == pytest.approx(0.5, abs=0.063 if granularity == "neuron+head" else 1e-9)
     # the masks act on the forward pass, fairseq's MHA included
     assert torch.equal(logits(m, sample), logits(_zeroed_stock(task, pretrained, m), sample))
     masks0 = {n: x.clone() for n, x in m.masker.masks().items()}

@@ -21,7 +21,7 @@ import sys
 from typing import List, Optional
 
 from ..checkpoints import (PRETRAINED, PRUNED_CTC, checkpoint_kind, checkpoint_masks, encoder_arch,
-                           load_checkpoint, model_name, target_weights)
+                           encoder_family, load_checkpoint, model_name, target_weights)
 from ..errors import run_cli
 from ..fsutil import same_file
 from ..models.parp_wav2vec2 import DEFAULT_PATTERN
@@ -94,7 +94,7 @@ def compute(args: argparse.Namespace) -> MaskFile:
                           str(pc.get("group_norm", "l1")))
         mf = MaskFile(checkpoint_masks(state["model"]), 0.0, str(pc.get("method", "extract")),
                       str(pc.get("ranking", "global")), args.checkpoint, _meta(args.meta),
-                      cut.granularity, cut.num_heads, cut.norm)
+                      cut.granularity, cut.num_heads, cut.norm, encoder_family(state))
         mf.sparsity = mf.report()["global"] if pc.get("sparsity") is None else float(pc["sparsity"])
         return mf
     check_sparsity(args.sparsity, "--sparsity")
@@ -131,13 +131,13 @@ def compute(args: argparse.Namespace) -> MaskFile:
             keep = prev.masks
         masks = cut.magnitude(weights, args.sparsity, args.ranking, keep=keep)
     return MaskFile(masks, args.sparsity, args.cmd, args.ranking, args.checkpoint, meta,
-                    cut.granularity, cut.num_heads, cut.norm)
+                    cut.granularity, cut.num_heads, cut.norm, encoder_family(state))
 
 
 def print_info(mf: MaskFile, path: str, file=None) -> None:
     file = file or sys.stdout
     rep = mf.report()
-    print(f"# {path}: method={mf.method} granularity={mf.granularity} ranking={mf.ranking} "
+    print(f"# {path}: method={mf.method} family={mf.family or '?'} granularity={mf.granularity} ranking={mf.ranking} "
           f"target_sparsity={mf.sparsity} "
           f"source={mf.source} meta={mf.meta}", file=file)
     print("group\tsparsity", file=file)

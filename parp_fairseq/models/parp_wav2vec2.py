@@ -341,6 +341,12 @@ class ParpWav2VecCtc(Wav2VecCtc):
             src = f"{pc.score_init} scores"
         elif pc.mask_path:
             mf = load_mask_file(pc.mask_path)
+            family = self.family()
+            if mf.family and family and mf.family != family:
+                raise InputError(
+                    f"{pc.mask_path} holds masks of a {mf.family} model but this model finetunes a {family} "
+                    f"({self.cfg.w2v_path}): masks do not carry over between pretrained families even where "
+                    f"the shapes agree; compute the mask from a {family} checkpoint")
             if mf.granularity != self.cut.granularity:
                 raise InputError(
                     f"{pc.mask_path} holds granularity={mf.granularity} masks but the model has "
@@ -367,6 +373,12 @@ class ParpWav2VecCtc(Wav2VecCtc):
         rep = self.masker.report()
         logger.info(f"pruning: method={pc.method} granularity={self.cut.granularity} mask from {src}: "
                     f"sparsity {rep['global']:.4f} over {len(self.masker.targets)} tensors")
+
+    def family(self) -> str:
+        """The pretrained family this model finetunes (``wav2vec2``, ``data2vec_audio`` ...)."""
+        w2v = getattr(self.cfg, "w2v_args", None)
+        model = w2v.get("model") if w2v is not None and hasattr(w2v, "get") else None
+        return str(model.get("_name") or "") if model is not None else ""
 
     # -- schedule -------------------------------------------------------------------------------
     @property

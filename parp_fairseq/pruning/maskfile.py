@@ -16,6 +16,8 @@ Keys::
     granularity     "weight" (unstructured) | "neuron" | "head" | "neuron+head"; absent = "weight"
     num_heads       attention heads per layer (structured files)
     group_norm      "l1" | "l2": how groups were ranked (structured files)
+    family          the pretrained model family the masks were computed on ("wav2vec2",
+                    "data2vec_audio", ...); "" when unknown (files of older versions)
 
 Files are written atomically (temporary file, then rename): a crash leaves nothing half-written.
 """
@@ -59,6 +61,7 @@ class MaskFile:
     granularity: str = "weight"
     num_heads: int = 0
     group_norm: str = "l1"
+    family: str = ""
 
     @property
     def shapes(self) -> Dict[str, list]:
@@ -83,6 +86,7 @@ def save_mask_file(path: str | os.PathLike, mf: MaskFile) -> None:
         "granularity": mf.granularity,
         "num_heads": int(mf.num_heads),
         "group_norm": mf.group_norm,
+        "family": mf.family,
     }
     atomic_torch_save(payload, path)
 
@@ -114,7 +118,7 @@ def load_mask_file(path: str | os.PathLike) -> MaskFile:
     mf = MaskFile(masks=masks, sparsity=float(obj["sparsity"]), method=obj["method"],
                   ranking=obj["ranking"], source=obj.get("source", ""), meta=obj.get("meta", {}),
                   granularity=str(obj.get("granularity", "weight")), num_heads=int(obj.get("num_heads", 0)),
-                  group_norm=str(obj.get("group_norm", "l1")))
+                  group_norm=str(obj.get("group_norm", "l1")), family=str(obj.get("family", "")))
     if mf.granularity != "weight":
         from .structured import Granularity
 

@@ -20,8 +20,9 @@ comparable in one ``neuron+head`` ranking. ``ranking``: ``global`` (every group 
 
 Sparsity stays the fraction of masked ENTRIES removed. Within a ranking group whose groups all
 have one size, exactly ``round(sparsity * n_groups)`` groups go; with mixed sizes
-(``neuron+head``) the lowest-ranked groups go until the removed entries are as close to
-``round(sparsity * n_entries)`` as whole groups allow. A floor keeps at least one group of every
+(``neuron+head`` under ``global`` / ``layer`` ranking) groups go in rank order, a group that would
+overshoot the target ``round(sparsity * n_entries)`` by more than stopping short leaves the turn
+to smaller ones, and the result is within half of the largest group of the target. A floor keeps at least one group of every
 set (one head and one neuron per layer) unless ``remove_whole_layers=True``; a sparsity that
 cannot be reached above the floor is a :class:`ValueError` naming the flag.
 """
