@@ -66,3 +66,29 @@ def train_step(model, task, sample, opt, update_num) -> None:
     loss, _, _ = crit(model, sample)
     loss.backward()
     task.optimizer_step(opt, model, update_num)
+
+
+def to_args_layout(src, dst) -> None:
+    """Rewrite a pretrained checkpoint in the layout of fairseq's older releases (wav2vec_small.pt,
+    libri960_big.pt, xlsr_53_56k.pt): an argparse ``args`` Namespace holding every option flat, no
+    ``cfg``; ``model``, ``optimizer_history``, ``extra_state``, ``last_optimizer_state``."""
+    import argparse
+
+    from omegaconf import OmegaConf
+
+    from parp_fairseq.safe_load import torch_load
+
+    st = torch_load(src)
+    cfg = st["cfg"]
+
+    def plain(x):
+        return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
+
+    ns = {}
+    for group in ("common", "dataset", "optimization", "checkpoint", "distributed_training", "task", "model"):
+        ns.update({k: v for k, v in plain(cfg.get(group)).items() if k != "_name"})
+    ns.update(arch=plain(cfg["model"])["_name"], task=plain(cfg["task"])["_name"], criterion="wav2vec",
+              optimizer="adam", lr_scheduler="polynomial_decay")
+    torch.save({"args": argparse.Namespace(**ns), "model": st["model"],
+                "optimizer_history": st.get("optimizer_history", []), "extra_state": st.get("extra_state", {}),
+                "last_optimizer_state": None}, dst)

@@ -110,3 +110,26 @@ def test_mask_of_another_family_is_one_clear_error(corpus, pretrained, d2v_pretr
     # the same family is fine
     hydra_train("configs/finetune", "tiny", tmp_path / "ok", f"task.data={corpus}", f"model.w2v_path={d2v_pretrained}",
                 "pruning=parp", f"model.pruning.mask_path={tmp_path / 'd2v.pt'}", "optimization.max_update=2")
+
+
+def test_old_args_layout_checkpoints_load_through_w2v_path(corpus, pretrained, tmp_path):
+    """Released checkpoints come in two layouts: an argparse ``args`` Namespace (older releases) or a
+    ``cfg``; both give the same masks and train."""
+    from helpers import to_args_layout
+    from parp_fairseq.pruning import load_mask_file
+
+    old = tmp_path / "old_layout.pt"
+    to_args_layout(pretrained, old)
+    state = torch.load(old, weights_only=True)  # what our allow-list admits: the Namespace included
+    assert "cfg" not in state and type(state["args"]).__name__ == "Namespace"
+    for name, ckpt in (("new", pretrained), ("old", old)):
+        r = subprocess.run(["parp-fairseq-mask", "mpi", "--checkpoint", str(ckpt), "--sparsity", "0.5",
+                            "--granularity", "head", "--out", str(tmp_path / f"{name}.pt")], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    a, b = load_mask_file(tmp_path / "new.pt"), load_mask_file(tmp_path / "old.pt")
+    assert b.family == "wav2vec2" and b.num_heads == 4
+    assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks)
+    run = tmp_path / "run"
+    hydra_train("configs/finetune", "tiny", run, f"task.data={corpus}", f"model.w2v_path={old}", "pruning=parp",
+                "model.pruning.sparsity=0.5", *SHORT)
+    _assert_exact(torch_load(run / "checkpoint_last.pt"), 0.5)
