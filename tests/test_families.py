@@ -31,7 +31,7 @@ def _logits(path, data):
         return m, m.get_logits(m(**s["net_input"]))
 
 
-@pytest.mark.parametrize("granularity", ["weight", "neuron+head"])
+@pytest.mark.parametrize("granularity", ["weight", pytest.param("neuron+head", marks=pytest.mark.slow)])
 def test_data2vec_audio_finetunes_with_parp_and_exports(corpus, d2v_pretrained, tmp_path, granularity):
     assert torch_load(d2v_pretrained)["cfg"]["model"]["_name"] == "data2vec_audio"
     run = tmp_path / "parp"
@@ -70,7 +70,7 @@ def large_shaped_pretrained(corpus, tmp_path_factory):
     return d / "checkpoint_last.pt"
 
 
-@pytest.mark.parametrize("config", ["large_10h", "xlsr"])
+@pytest.mark.parametrize("config", ["large_10h", pytest.param("xlsr", marks=pytest.mark.slow)])
 def test_large_and_xlsr_mirrors_prune_a_large_shaped_model(corpus, large_shaped_pretrained, tmp_path, config):
     run = tmp_path / "run"
     hydra_train("configs/finetune", config, run, f"task.data={corpus}", f"model.w2v_path={large_shaped_pretrained}",
