@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 
@@ -86,21 +86,43 @@ def model_name(state: dict) -> Optional[str]:
     return getattr(args, "arch", None) if args is not None else None
 
 
+def pruning_cfg(state: dict) -> Mapping:
+    """``cfg.model.pruning`` of a checkpoint (empty for stock and pretrained checkpoints)."""
+    cfg = state.get("cfg") or {}
+    model = cfg.get("model") if hasattr(cfg, "get") else None
+    return (model.get("pruning") if model is not None else None) or {}
+
+
+def encoder_model_cfg(model_cfg) -> Mapping:
+    """The pretrained encoder's model config inside a model config: ``w2v_args.model`` of a
+    finetuned CTC model, the config itself for a pretrained one (``{}`` where neither says)."""
+    if model_cfg is None:
+        return {}
+    w2v = model_cfg.get("w2v_args")
+    if w2v is not None and hasattr(w2v, "get") and w2v.get("model") is not None:
+        return w2v["model"]
+    return {} if model_cfg.get("_name") in _CTC_MODELS else model_cfg
+
+
+def _encoder_cfg(state: dict) -> Mapping:
+    """:func:`encoder_model_cfg` of a checkpoint in the ``cfg`` or the older ``args`` layout (whose
+    flat Namespace names the model ``arch``; returned with ``_name`` set to it)."""
+    cfg = state.get("cfg") or {}
+    if hasattr(cfg, "get") and cfg.get("model") is not None:
+        return encoder_model_cfg(cfg["model"])
+    args = state.get("args")
+    if args is None:
+        return {}
+    w2v = getattr(args, "w2v_args", None)
+    src = dict(vars(w2v if w2v is not None and hasattr(w2v, "__dict__") else args))
+    src.setdefault("_name", src.get("arch"))
+    return src
+
+
 def encoder_arch(state: dict) -> Dict[str, int]:
     """``{"layers", "embed_dim", "ffn_dim", "heads"}`` of the wav2vec 2.0 encoder of a pretrained or
     finetuned checkpoint (``cfg`` or old ``args`` layout; fairseq's defaults where unset)."""
-    cfg = state.get("cfg") or {}
-    model = cfg.get("model") if hasattr(cfg, "get") else None
-    src = None
-    if model is not None:
-        w2v = model.get("w2v_args")
-        src = w2v.get("model") if w2v is not None and hasattr(w2v, "get") else model
-    elif state.get("args") is not None:
-        a = state["args"]
-        w2v = getattr(a, "w2v_args", None)
-        src = vars(w2v if w2v is not None and hasattr(w2v, "__dict__") else a)
-    src = src or {}
-    get = src.get
+    get = _encoder_cfg(state).get
     return {"layers": int(get("encoder_layers", 12) or 12), "embed_dim": int(get("encoder_embed_dim", 768) or 768),
             "ffn_dim": int(get("encoder_ffn_embed_dim", 3072) or 3072),
             "heads": int(get("encoder_attention_heads", 12) or 12)}
@@ -109,17 +131,7 @@ def encoder_arch(state: dict) -> Dict[str, int]:
 def encoder_family(state: dict) -> str:
     """The pretrained model family (``wav2vec2``, ``data2vec_audio``, ``hubert`` ...) of a pretrained or
     finetuned checkpoint, as fairseq registered it; ``""`` when the checkpoint does not say."""
-    cfg = state.get("cfg") or {}
-    model = cfg.get("model") if hasattr(cfg, "get") else None
-    if model is not None:
-        w2v = model.get("w2v_args")
-        if w2v is not None and hasattr(w2v, "get") and w2v.get("model") is not None:
-            return str(w2v["model"].get("_name") or "")
-        return "" if model.get("_name") in _CTC_MODELS else str(model.get("_name") or "")
-    args = state.get("args")
-    w2v = getattr(args, "w2v_args", None) if args is not None else None
-    src = w2v if w2v is not None and hasattr(w2v, "__dict__") else args
-    return str(getattr(src, "arch", "") or "")
+    return str(_encoder_cfg(state).get("_name") or "")
 
 
 def checkpoint_kind(state: dict) -> str:

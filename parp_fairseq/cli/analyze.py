@@ -41,13 +41,13 @@ def _load(path: str) -> Dict:
     except CheckpointError as e:
         if "pickles" in str(e):  # unsafe file: do not try it again as a checkpoint
             raise
-        from ..checkpoints import checkpoint_masks, load_checkpoint
+        from ..checkpoints import checkpoint_masks, load_checkpoint, pruning_cfg
 
         state = load_checkpoint(path)
         masks = checkpoint_masks(state["model"])
         if not masks:
             raise ValueError(f"{path} is neither a mask file nor a pruned checkpoint (it has no masks)")
-        return masks, str((state["cfg"]["model"].get("pruning") or {}).get("method", ""))
+        return masks, str(pruning_cfg(state).get("method", ""))
 
 
 def _pairs(items: List[str], what: str) -> Dict[str, str]:

@@ -37,7 +37,8 @@ import torch
 from omegaconf import OmegaConf
 
 from ..checkpoints import (COMPRESSED, DENSE_CTC, PRETRAINED, checkpoint_kind, checkpoint_masks,
-                           compress_state_dict, effective_weights, encoder_arch, load_checkpoint, model_name)
+                           compress_state_dict, effective_weights, encoder_arch, is_pruning_key, load_checkpoint,
+                           model_name, pruning_cfg)
 from ..errors import InputError
 from ..errors import run_cli
 from ..fsutil import atomic_torch_save, same_file
@@ -88,7 +89,7 @@ def slice_state(state: dict) -> dict:
     pruned neurons' rows/columns and pruned heads' rows/columns removed, configs rewritten."""
     from ..pruning.structured import Granularity, collapse, slice_tensors
 
-    pc = (state["cfg"]["model"].get("pruning") or {})
+    pc = pruning_cfg(state)
     gran = str(pc.get("granularity", "weight"))
     if gran == "weight":
         raise InputError("--slice needs a STRUCTURED checkpoint (model.pruning.granularity=neuron, head "
@@ -162,7 +163,7 @@ def _export(args) -> int:
     if args.slice:
         out = slice_state(state)
         atomic_torch_save(out, args.out)
-        n_before = sum(v.numel() for k, v in effective_weights(state["model"]).items() if k.startswith(_PREFIX))
+        n_before = sum(v.numel() for k, v in state["model"].items() if k.startswith(_PREFIX) and not is_pruning_key(k))
         n_after = sum(v.numel() for k, v in out["model"].items() if k.startswith(_PREFIX))
         sl = out["parp_sliced"]
         print(f"wrote {args.out}: {model_name(out)}, FFN widths {sl['ffn_dims']} of {sl['full']['ffn_dim']}, "

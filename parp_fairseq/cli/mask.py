@@ -21,7 +21,7 @@ import sys
 from typing import List, Optional
 
 from ..checkpoints import (PRETRAINED, PRUNED_CTC, checkpoint_kind, checkpoint_masks, encoder_arch,
-                           encoder_family, load_checkpoint, model_name, target_weights)
+                           encoder_family, load_checkpoint, model_name, pruning_cfg, target_weights)
 from ..errors import run_cli
 from ..fsutil import same_file
 from ..models.parp_wav2vec2 import DEFAULT_PATTERN
@@ -89,7 +89,7 @@ def compute(args: argparse.Namespace) -> MaskFile:
         if kind != PRUNED_CTC:
             raise ValueError(f"{args.checkpoint} ({name}) holds no masks: it is a dense checkpoint; "
                              f"use `omp` (finetuned) or `mpi` (pretrained) to compute one")
-        pc = state["cfg"]["model"].get("pruning", {})
+        pc = pruning_cfg(state)
         cut = Granularity(str(pc.get("granularity", "weight")), encoder_arch(state)["heads"],
                           str(pc.get("group_norm", "l1")))
         mf = MaskFile(checkpoint_masks(state["model"]), 0.0, str(pc.get("method", "extract")),

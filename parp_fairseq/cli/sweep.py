@@ -229,9 +229,10 @@ def _point_stats(p: Dict, slice_: bool, log) -> None:
     exported sliced (``sliced.pt`` beside it) and that smaller model is what gets decoded."""
     import torch
 
-    from ..checkpoints import checkpoint_masks, effective_weights, load_checkpoint
+    from ..checkpoints import checkpoint_masks, effective_weights, load_checkpoint, pruning_cfg
+    from ..fsutil import atomic_torch_save
     from ..pruning.analysis import layer_sparsity
-    from . import export as export_cli
+    from .export import slice_state
 
     state = load_checkpoint(p["checkpoint"])  # safe load (weights_only, literal configs)
     masks = checkpoint_masks(state["model"])
@@ -239,16 +240,16 @@ def _point_stats(p: Dict, slice_: bool, log) -> None:
     sd = effective_weights(state["model"])
     p["params"] = sum(int(torch.count_nonzero(v)) for k, v in sd.items() if k.startswith(_LAYERS))
     p["decoded"] = p["checkpoint"]
-    gran = str(((state["cfg"]["model"].get("pruning") or {}).get("granularity", "weight")))
-    if slice_ and gran != "weight":
+    if slice_ and str(pruning_cfg(state).get("granularity", "weight")) != "weight":
         out = p["dir"] / "sliced.pt"
         if not out.exists() or out.stat().st_mtime < Path(p["checkpoint"]).stat().st_mtime:
-            if export_cli.main([str(p["checkpoint"]), str(out), "--slice"]) != 0:
-                raise RuntimeError(f"slicing {p['checkpoint']} failed")
+            sliced = slice_state(state)  # what parp-fairseq-export --slice writes, from the state read above
+            atomic_torch_save(sliced, out)
             log(f"[sweep] sliced {p['checkpoint']} -> {out}")
+        else:
+            sliced = load_checkpoint(out)
         p["decoded"] = out
-        sliced = load_checkpoint(out)["model"]
-        p["params"] = sum(v.numel() for k, v in sliced.items() if k.startswith(_LAYERS))
+        p["params"] = sum(v.numel() for k, v in sliced["model"].items() if k.startswith(_LAYERS))
 
 
 def _decode(p: Dict, data: Path, split: str) -> Dict:

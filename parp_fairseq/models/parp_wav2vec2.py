@@ -32,7 +32,7 @@ from fairseq.models import register_model
 from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig, Wav2VecCtc, Wav2VecEncoder
 from omegaconf import II
 
-from ..checkpoints import effective_weights, is_pruning_key, load_checkpoint
+from ..checkpoints import effective_weights, encoder_model_cfg, is_pruning_key, load_checkpoint
 from ..errors import InputError, MissingFileError, ParpFairseqError
 from ..pruning.magnitude import RANKINGS, check_sparsity
 from ..pruning.maskfile import load_mask_file
@@ -376,9 +376,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
 
     def family(self) -> str:
         """The pretrained family this model finetunes (``wav2vec2``, ``data2vec_audio`` ...)."""
-        w2v = getattr(self.cfg, "w2v_args", None)
-        model = w2v.get("model") if w2v is not None and hasattr(w2v, "get") else None
-        return str(model.get("_name") or "") if model is not None else ""
+        return str(encoder_model_cfg(self.cfg).get("_name") or "")
 
     # -- schedule -------------------------------------------------------------------------------
     @property
@@ -458,11 +456,10 @@ class ParpWav2VecCtc(Wav2VecCtc):
 
     @torch.no_grad()
     def swap_stash(self) -> None:
-        """Exchange the live target weights with ``reprune_stash`` (call twice to undo)."""
+        """Exchange the live target weights with ``reprune_stash`` (call twice to undo): the tensors
+        behind the parameters trade places, nothing is copied."""
         for n, p in self.masker.params().items():
-            live = p.detach().clone()
-            p.copy_(self.reprune_stash[n])
-            self.reprune_stash[n] = live
+            p.data, self.reprune_stash[n] = self.reprune_stash[n], p.data
 
     @torch.no_grad()
     def check_masks_consistent(self) -> None:
@@ -494,11 +491,10 @@ class ParpWav2VecCtc(Wav2VecCtc):
         mask entries that flipped and the IoU of the new mask with the run's first one."""
         from ..pruning.analysis import flip_fraction, iou
 
-        old = {n: m.clone() for n, m in self.masker.masks().items()}
         new = self.cut.magnitude(self.masker.params(), sparsity, str(self.pruning_cfg.ranking))
+        self._diag = {"mask_flip": flip_fraction(self.masker.masks(), new)}  # before the buffers change
         self.masker.set_masks(new, source="re-prune")
         self._off_target = False
-        self._diag = {"mask_flip": flip_fraction(old, new)}
         if self._init_masks is not None:
             self._diag["mask_iou_init"] = iou(new, self._init_masks)
 
