@@ -14,7 +14,9 @@ def update_markdown_section(path, name: str, text: str, title: str = "# Benchmar
         new = pre + block + rest.split(end, 1)[1]
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
+    from .fsutil import atomic_write_text
+
+    atomic_write_text(path, new)  # a crash mid-write leaves the old file, never half of one
 
 
 def fairseq_log_curve(log_path, key: str = "loss"):
