@@ -97,6 +97,9 @@ def install() -> None:
     def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
         if _local(path) and not os.path.isfile(path):
             raise MissingFileError(f"checkpoint {os.fspath(path)!r} does not exist")
+        from .pretrained import verify_if_shipped
+
+        verify_if_shipped(path)  # the shipped default model: sha256 checked before it is read
         allow_trusted_globals()
         try:
             state = orig_load_to_cpu(path, arg_overrides, load_on_all_ranks)

@@ -2,6 +2,8 @@
 
     parp-fairseq-corpus build --out data/small --tier small          # all 11 languages + real speech
     parp-fairseq-corpus build --out data/tiny --tier tiny --langs en nl
+    parp-fairseq-corpus build --out data/full --tier full            # + nl_real / cs_real recorded tasks
+    parp-fairseq-corpus build --out data/pretrain --tier pretrain    # >= 20 h, flite/festival voices
     parp-fairseq-corpus check data/small/en --labels ltr phn         # manifests, audio, labels
     parp-fairseq-corpus info data/small                              # sizes, hours, speakers
 
@@ -14,13 +16,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..data import speech
+from ..data import real_tasks, speech
 from ..errors import run_cli
 
 
 def _hours(tsv: Path) -> float:
-    rows = tsv.read_text(encoding="utf-8").splitlines()[1:]
-    return sum(int(r.split("\t")[1]) for r in rows) / speech.SAMPLE_RATE / 3600
+    return speech.manifest_hours(tsv) if tsv.exists() else 0.0
 
 
 def build(args) -> int:
@@ -43,6 +44,14 @@ def check_all(root: Path) -> None:
                     if unk:
                         print(f"[corpus] {lang}/real.{label}: {len(unk)} symbols outside the training inventory "
                               f"(scored as <unk>): {' '.join(unk[:8])}")
+    for task in meta.get("real_tasks", []):
+        d = root / task
+        for split in (*real_tasks.LABELED_SPLITS, "extra"):
+            if not (d / f"{split}.tsv").exists():
+                continue
+            speech.check_manifest(d / f"{split}.tsv")
+            for label in ("phn", "ltr"):
+                speech.check_labels(d, split, label, allow_unknown=split.startswith("test") or split == "extra")
     for split in ("train", "valid"):
         speech.check_manifest(root / "pretrain" / f"{split}.tsv")
     print(f"[corpus] checked every manifest, audio file and label file under {root}")
@@ -58,6 +67,21 @@ def info(root: Path) -> None:
         phones = len((Path(root) / lang / "dict.phn.txt").read_text(encoding="utf-8").splitlines())
         print(f"| {lang} | {s.get('train', 0)} | {s.get('valid', 0)} | {s.get('test', 0)} | {s.get('real', '-')} "
               f"| {_hours(Path(root) / lang / 'train.tsv'):.2f} | {phones} |")
+    tasks = meta.get("real_tasks", [])
+    if tasks:
+        print("\n| real-speech task | " + " | ".join(real_tasks.LABELED_SPLITS + ("extra",)) + " | phones |")
+        print("|---|" + "---|" * (len(real_tasks.LABELED_SPLITS) + 2))
+        for task in tasks:
+            d = Path(root) / task
+            cells = []
+            for split in real_tasks.LABELED_SPLITS + ("extra",):
+                tsv = d / f"{split}.tsv"
+                n = len(tsv.read_text(encoding="utf-8").splitlines()) - 1 if tsv.exists() else 0
+                cells.append(f"{n} ({_hours(tsv) * 60:.0f} min)" if n else "-")
+            phones = len((d / "dict.phn.txt").read_text(encoding="utf-8").splitlines())
+            print(f"| {task} | " + " | ".join(cells) + f" | {phones} |")
+    if "hours" in meta:
+        print(f"\npretraining audio (pretrain/train.tsv): {meta['hours']['pretrain_train']:.2f} h")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -67,7 +91,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     b = sub.add_parser("build", help="synthesize (or complete) a corpus")
     b.add_argument("--out", required=True, help="corpus folder (created; a rerun resumes it)")
     b.add_argument("--tier", default="tiny", choices=sorted(speech.TIERS),
-                   help="tiny: CI (seconds); small: demo (~1 min); full: ~1,000 utterances per language")
+                   help="tiny: CI (seconds); small: demo (~1 min); full: ~1,000 utterances per language + the nl/cs "
+                        "real-speech tasks (~6 min); pretrain: >= 20 h for pretraining, flite/festival voices too")
     b.add_argument("--langs", nargs="+", metavar="LANG",
                    help=f"languages (default all: {' '.join(sorted(speech.LANGUAGES))}); en is always built")
     b.add_argument("--seed", type=int, default=1)
