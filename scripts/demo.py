@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""The one-command demo: offline speech corpus -> small wav2vec 2.0 pretraining -> dense, OMP and PARP
-CTC finetuning at one sparsity -> Viterbi and KenLM decoding -> results table and plot.
+"""The one-command demo: offline speech corpus -> the shipped pretrained wav2vec 2.0 -> dense, OMP and
+PARP CTC finetuning at one sparsity -> Viterbi and KenLM decoding -> results table and plot.
 
 Everything runs on CPU through the real fairseq loops (``fairseq-hydra-train``) in ~12 minutes on
 2 cores:
 
 1. ``parp-fairseq-corpus build --tier small``: 11 synthesized languages + real recorded English/Dutch;
-2. stock ``audio_pretraining`` of a 4-layer wav2vec 2.0 on all languages (``configs/pretrain/small``);
-   ``--pretrained CKPT`` reuses one;
+2. the shipped pretrained wav2vec 2.0 (``parp-fairseq-pretrained info``, docs/pretrained_model.md),
+   sha256-verified; ``--pretrained CKPT`` uses another one, ``--pretrain`` reproduces it from scratch
+   (stock ``audio_pretraining``, ``configs/pretrain/shipped``: hours of CPU);
 3. English letter CTC finetuning (``configs/finetune/small``): dense; OMP (mask of the dense model,
    finetuned from the pretrained init); PARP (MPI mask, re-pruned every 50 updates);
 4. a 4-gram KenLM + lexicon from the English text (test sentences held out);
@@ -34,11 +35,14 @@ from parp_fairseq._compat import hydra_train_cmd  # noqa: E402
 from parp_fairseq.checkpoints import load_checkpoint  # noqa: E402
 from parp_fairseq.cli import decode as decode_cli  # noqa: E402
 from parp_fairseq.cli import mask as mask_cli  # noqa: E402
+from parp_fairseq import pretrained as shipped  # noqa: E402
 from parp_fairseq.data import speech  # noqa: E402
+from parp_fairseq.errors import ParpFairseqError  # noqa: E402
 from parp_fairseq.decoding import lm as lm_cli  # noqa: E402
 from parp_fairseq.reporting import fairseq_log_curve, plot_curve  # noqa: E402
 
 T0 = time.time()
+DEMO_UPDATES = 500
 
 
 def step(msg: str) -> None:
@@ -84,7 +88,7 @@ def decode(ckpt: Path, data: Path, split: str, out: Path, lm: Path = None) -> di
     return {"wer": float(r["WER"]), "cer": float(r["CER"]), "example": (ref, hyp)}
 
 
-def plot(rows, path: Path, sparsity: float) -> None:
+def plot(rows, path: Path, sparsity: float, model_name: str) -> None:
     from parp_fairseq.reporting import pyplot
 
     plt = pyplot()
@@ -99,7 +103,7 @@ def plot(rows, path: Path, sparsity: float) -> None:
     ax.set_xticks([j + w * (len(keys) - 1) / 2 for j in range(len(rows))])
     ax.set_xticklabels([f"{n}\n(s={r['actual_sparsity']:.2f})" for n, r in zip(names, rows)])
     ax.set_ylabel("error rate (%)")
-    ax.set_title(f"small wav2vec 2.0, English letters: dense vs pruned at sparsity {sparsity}")
+    ax.set_title(f"wav2vec 2.0 ({model_name}), English letters: dense vs pruned at sparsity {sparsity}", fontsize=9)
     ax.set_ylim(0, 115)
     ax.legend(fontsize=8, loc="upper center", ncol=4, framealpha=0.9)
     ax.grid(axis="y", alpha=0.3)
@@ -117,9 +121,15 @@ def main() -> int:
     ap.add_argument("--data", default=None, help="corpus folder (default: <workdir>/data)")
     ap.add_argument("--tier", default="small", choices=sorted(speech.TIERS))
     ap.add_argument("--sparsity", type=float, default=0.5)
-    ap.add_argument("--pretrained", default=None, help="reuse this pretrained wav2vec 2.0 checkpoint")
-    ap.add_argument("--pretrain-updates", type=int, default=500)
-    ap.add_argument("--updates", type=int, default=500, help="finetuning updates per method")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--pretrained", default=None,
+                     help="finetune this pretrained wav2vec 2.0 checkpoint (default: the shipped model)")
+    src.add_argument("--pretrain", action="store_true",
+                     help="reproduce the shipped model from scratch first: the full-tier corpus + real recordings, "
+                          "stock audio_pretraining with configs/pretrain/shipped.yaml (hours on CPU)")
+    ap.add_argument("--pretrain-updates", type=int, default=None,
+                    help="with --pretrain: pretraining updates (default: the shipped model's)")
+    ap.add_argument("--updates", type=int, default=DEMO_UPDATES, help="finetuning updates per method")
     args = ap.parse_args()
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -131,20 +141,34 @@ def main() -> int:
     except speech.CorpusError as e:
         raise SystemExit(f"demo: {e}")
     en = data / "en"
-    step("2/6 pretrain a small wav2vec 2.0 on every language (stock audio_pretraining)")
+    step("2/6 the pretrained wav2vec 2.0")
     if args.pretrained:
         pt = Path(args.pretrained)
-        print(f"  reusing {pt}")
-    else:
+        print(f"  using {pt}")
+    elif args.pretrain:
+        entry = shipped.SHIPPED.get(shipped.DEFAULT, {})
+        updates = args.pretrain_updates or entry.get("updates") or 6000
+        try:
+            pdata = speech.prepare(work / "pretrain_data", "full")
+        except speech.CorpusError as e:
+            raise SystemExit(f"demo: {e}")
         t_pre = time.time()
-        pt = train("configs/pretrain", "small", work / "pretrain", f"task.data={data / 'pretrain'}",
-                   f"optimization.max_update={args.pretrain_updates}")
+        pt = train("configs/pretrain", "shipped", work / "pretrain", f"task.data={pdata / 'pretrain'}",
+                   f"optimization.max_update={updates}")
         curve = fairseq_log_curve(work / "pretrain" / "hydra" / "hydra_train.log")
         if curve:
-            plot_curve(curve, work / "pretrain_loss.png", "small wav2vec 2.0 pretraining (contrastive + diversity loss)")
+            plot_curve(curve, work / "pretrain_loss.png", "wav2vec 2.0 pretraining (contrastive + diversity loss)")
             v = [x for x in curve if x[0] == "valid"]
             print(f"  pretraining: {time.time() - t_pre:.0f} s this run, valid loss "
                   + " -> ".join(f"{x[2]:.2f}@{x[1]}" for x in v) + f"; curve: {work / 'pretrain_loss.png'}")
+    else:
+        try:
+            pt = shipped.default_model_path()  # sha256 checked
+        except ParpFairseqError as e:
+            raise SystemExit(f"demo: {e}")
+        e = shipped.SHIPPED[shipped.DEFAULT]
+        print(f"  the shipped model {shipped.DEFAULT}: {e['parameters'] / 1e6:.2f}M parameters, {e['updates']} "
+              f"pretraining updates, sha256 verified ({pt}); docs/pretrained_model.md")
     ft = [f"task.data={en}", f"model.w2v_path={pt}", f"optimization.max_update={args.updates}"]
     step("3/6 dense CTC finetuning on English letters")
     dense = train("configs/finetune", "small", work / "dense", *ft)
@@ -161,7 +185,7 @@ def main() -> int:
     if not (lm / "lm.bin").exists() and lm_cli.main(["--text", str(en / "lm.txt"), "--out-dir", str(lm),
                                                      "--order", "4", "--dict", str(en / "dict.ltr.txt")]) != 0:
         return 2
-    step("6/6 decoding: held-out synthetic speakers (Viterbi, KenLM) and real LibriVox recordings (KenLM)")
+    step("6/6 decoding: held-out synthetic speakers (Viterbi, KenLM) and real recordings (LibriVox + Fish Fillets English, KenLM)")
     rows = []
     for name, ck in [("dense", dense), ("omp", omp), ("parp", parp)]:
         vit = decode(ck, en, "test", work / "decode" / name / "test_viterbi")
@@ -171,7 +195,7 @@ def main() -> int:
         actual = state["task_state"].get("parp_pruning", {}).get("sparsity", {}).get("global", 0.0)
         rows.append({"method": name, "target_sparsity": s if name != "dense" else 0.0, "actual_sparsity": actual,
                      "test_WER_viterbi": vit["wer"], "test_CER": vit["cer"], "test_WER_kenlm": klm["wer"],
-                     "real_WER_kenlm": real["wer"], "real_CER_viterbi": real["cer"], "checkpoint": str(ck)})
+                     "real_WER_kenlm": real["wer"], "real_CER_kenlm": real["cer"], "checkpoint": str(ck)})
         print(f"  {name:6s} ref: {klm['example'][0]}\n  {'':6s} hyp: {klm['example'][1]}")
     cols = list(rows[0])
     with open(work / "results.tsv", "w") as f:
@@ -183,7 +207,7 @@ def main() -> int:
     md += [f"| {r['method']} | {r['target_sparsity']:.2f} | {r['actual_sparsity']:.4f} | {r['test_WER_viterbi']:.1f} "
            f"| {r['test_CER']:.1f} | {r['test_WER_kenlm']:.1f} | {r['real_WER_kenlm']:.1f} |" for r in rows]
     (work / "results.md").write_text("\n".join(md) + "\n")
-    plot(rows, work / "results.png", s)
+    plot(rows, work / "results.png", s, Path(pt).name)
     print("\n" + "\n".join(md))
     print(f"\nresults: {work / 'results.tsv'}, {work / 'results.md'}, {work / 'results.png'}  "
           f"({time.time() - T0:.0f} s)")

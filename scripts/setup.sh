@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# System tools of the speech corpus (parp-fairseq-corpus): espeak-ng + sox synthesize it, the Debian
-# data packages hold the real recorded speech (Fish Fillets NG Dutch dialogue, LibriVox test clips).
-APT_PKGS="espeak-ng sox fillets-ng-data fillets-ng-data-nl pocketsphinx-testdata"
-missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+# System tools of the speech corpus (parp-fairseq-corpus): espeak-ng, flite and festival (+ its voices)
+# synthesize it, sox converts; the Debian data packages hold the real recorded speech (Fish Fillets NG
+# Dutch and Czech dialogue and English lines, LibriVox test clips).
+APT_PKGS="espeak-ng sox flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-ru
+  festvox-italp16k festvox-itapc16k fillets-ng-data fillets-ng-data-nl fillets-ng-data-cs pocketsphinx-testdata"
+missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | tr '\n' ' ')
 if [ -n "$missing" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "[setup] apt-get install $missing"
