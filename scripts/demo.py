@@ -9,7 +9,7 @@ Everything runs on CPU through the real fairseq loops (``fairseq-hydra-train``) 
 2. the shipped pretrained wav2vec 2.0 (``parp-fairseq-pretrained info``, docs/pretrained_model.md),
    sha256-verified; ``--pretrained CKPT`` uses another one, ``--pretrain`` reproduces it from scratch
    (stock ``audio_pretraining``, ``configs/pretrain/shipped``: hours of CPU);
-3. English letter CTC finetuning (``configs/finetune/small``): dense; OMP (mask of the dense model,
+3. English letter CTC finetuning (``configs/finetune/mini``): dense; OMP (mask of the dense model,
    finetuned from the pretrained init); PARP (MPI mask, re-pruned every 50 updates);
 4. a 4-gram KenLM + lexicon from the English text (test sentences held out);
 5. ``parp-fairseq-decode`` on the held-out synthetic speakers (Viterbi and KenLM) and on the real
@@ -42,7 +42,7 @@ from parp_fairseq.decoding import lm as lm_cli  # noqa: E402
 from parp_fairseq.reporting import fairseq_log_curve, plot_curve  # noqa: E402
 
 T0 = time.time()
-DEMO_UPDATES = 500
+DEMO_UPDATES = 800
 
 
 def step(msg: str) -> None:
@@ -171,14 +171,14 @@ def main() -> int:
               f"pretraining updates, sha256 verified ({pt}); docs/pretrained_model.md")
     ft = [f"task.data={en}", f"model.w2v_path={pt}", f"optimization.max_update={args.updates}"]
     step("3/6 dense CTC finetuning on English letters")
-    dense = train("configs/finetune", "small", work / "dense", *ft)
+    dense = train("configs/finetune", "mini", work / "dense", *ft)
     step(f"4/6 OMP (mask of the finetuned model at sparsity {s}, finetuned from the pretrained init) and PARP")
     omp_mask = work / f"omp_{s}.pt"
     if not omp_mask.exists() and mask_cli.main(["omp", "--checkpoint", str(dense), "--sparsity", str(s),
                                                  "--out", str(omp_mask)]) != 0:
         return 2
-    omp = train("configs/finetune", "small", work / "omp", *ft, "pruning=omp", f"model.pruning.mask_path={omp_mask}")
-    parp = train("configs/finetune", "small", work / "parp", *ft, "pruning=parp", f"model.pruning.sparsity={s}")
+    omp = train("configs/finetune", "mini", work / "omp", *ft, "pruning=omp", f"model.pruning.mask_path={omp_mask}")
+    parp = train("configs/finetune", "mini", work / "parp", *ft, "pruning=parp", f"model.pruning.sparsity={s}")
 
     step("5/6 4-gram KenLM + lexicon from the English text (test sentences held out)")
     lm = work / "lm"

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-exp/data/small}             # parp-fairseq-corpus build --out $DATA --tier small
-PRETRAINED=${PRETRAINED:-exp/pretrain_small/checkpoint_last.pt}
+PRETRAINED=${PRETRAINED:-$($PY -m parp_fairseq.cli.pretrained path)}   # default: the shipped model (sha256 checked)
 WORKDIR=${WORKDIR:-exp/sweep}
 LANGS=${LANGS:-"nl es"}
 METHODS=${METHODS:-"omp parp imp s3router_p"}
@@ -19,12 +19,12 @@ SEEDS=${SEEDS:-1}
 LABELS=${LABELS:-phn}
 UPDATES=${UPDATES:-400}
 TRANSFER=${TRANSFER:-}
-CONFIG=${CONFIG:-small}
+CONFIG=${CONFIG:-mini}
 
 [ -f "$DATA/corpus.json" ] || $PY -m parp_fairseq.cli.corpus build --out "$DATA" --tier small
 if [ ! -f "$PRETRAINED" ]; then
-  echo "[sweep] no pretrained model at $PRETRAINED: pretraining configs/pretrain/small"
-  $PY -c "import subprocess,sys; from parp_fairseq._compat import hydra_train_cmd as h; sys.exit(subprocess.call(h('configs/pretrain','small','$(dirname "$PRETRAINED")','task.data=$DATA/pretrain')))"
+  echo "[sweep] no pretrained model at $PRETRAINED: pretraining configs/pretrain/shipped"
+  $PY -c "import subprocess,sys; from parp_fairseq._compat import hydra_train_cmd as h; sys.exit(subprocess.call(h('configs/pretrain','shipped','$(dirname "$PRETRAINED")','task.data=$DATA/pretrain')))"
 fi
 $PY -m parp_fairseq.cli.sweep run --workdir "$WORKDIR" --data-root "$DATA" --pretrained "$PRETRAINED" \
   --langs $LANGS --methods $METHODS --sparsities $SPARSITIES --seeds $SEEDS --labels "$LABELS" \

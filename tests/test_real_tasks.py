@@ -146,3 +146,21 @@ def test_missing_debian_packages_give_the_apt_line(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "apt-get install fillets-ng-data" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+@pytest.mark.skipif(not (shutil.which("flite") and shutil.which("text2wave") and shutil.which("espeak-ng")),
+                    reason="flite / festival / espeak-ng missing (scripts/setup.sh installs them)")
+def test_a_tier_with_extra_voices_holds_their_speakers_out_in_test(tmp_path):
+    tier = speech.Tier("x", (40, 4, 12), (4, 2, 2), 2, 1, None, 0, extra_voices=True)
+    d = speech.build_language(tmp_path, "en", tier, 1, engines.voice_variants(), jobs=2)
+    rows = [ln.split("\t") for ln in (d / "speakers.tsv").read_text().splitlines()]
+    assert rows[0][:3] == ["speaker", "engine", "voice"]
+    eng = {r[0]: (r[1], r[3], r[6]) for r in rows[1:]}
+    assert {e for e, _, _ in eng.values()} == {"espeak", "flite", "festival"}
+    test_voices = {v for e, v, sp in eng.values() if sp == "test" and e != "espeak"}
+    train_voices = {v for e, v, sp in eng.values() if sp != "test" and e != "espeak"}
+    assert test_voices and not test_voices & train_voices
+    used = {split: {Path(r.split("\t")[0]).name.split("_")[0] for r in _rows(d, split)} for split in ("train", "test")}
+    assert not used["train"] & used["test"]
+    assert all(spk in eng for spk in used["train"] | used["test"])
+    assert corpus_cli.main(["check", str(d), "--labels", "ltr", "phn"]) == 0

@@ -20,6 +20,9 @@ from ..data import real_tasks, speech
 from ..errors import run_cli
 
 
+NOT_MANIFESTS = ("speakers.tsv", "utterances.tsv")  # tables beside the manifests
+
+
 def _hours(tsv: Path) -> float:
     return speech.manifest_hours(tsv) if tsv.exists() else 0.0
 
@@ -119,7 +122,7 @@ def _run(args) -> int:
     if (d / "corpus.json").exists() and args.splits is None:
         check_all(d)
         return 0
-    splits = args.splits or sorted(p.stem for p in d.glob("*.tsv"))
+    splits = args.splits or sorted(p.stem for p in d.glob("*.tsv") if p.name not in NOT_MANIFESTS)
     for split in splits:
         n = speech.check_manifest(d / f"{split}.tsv")
         for label in args.labels if args.labels is not None else ():

@@ -107,6 +107,10 @@ def run(args, log=print) -> int:
         if not (data_root / lang / f"dict.{args.labels}.txt").exists():
             raise FileNotFoundError(f"{data_root / lang}/dict.{args.labels}.txt missing: build the corpus with "
                                     f"parp-fairseq-corpus build --out {data_root} --langs {lang}")
+    if args.pretrained is None:
+        from .. import pretrained
+
+        args.pretrained = str(pretrained.default_model_path())  # the shipped model, sha256 checked
     if not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"pretrained checkpoint {args.pretrained} does not exist")
     work.mkdir(parents=True, exist_ok=True)
@@ -417,7 +421,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     r = sub.add_parser("run", help="train every point (resumable)")
     r.add_argument("--workdir", required=True)
     r.add_argument("--data-root", required=True, help="corpus root with one folder per language")
-    r.add_argument("--pretrained", required=True, help="pretrained wav2vec 2.0 checkpoint")
+    r.add_argument("--pretrained", default=None,
+                   help="pretrained wav2vec 2.0 checkpoint (default: the shipped model, parp-fairseq-pretrained path)")
     r.add_argument("--langs", nargs="+", required=True)
     r.add_argument("--methods", nargs="+", default=["omp", "parp"], help=f"of {' '.join(METHODS)}")
     r.add_argument("--sparsities", nargs="+", type=float, default=[0.5])
@@ -435,7 +440,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     r.add_argument("--imp-schedule", choices=("remaining", "original"), default="remaining",
                    help="IMP: rate of the REMAINING weights per round, or of the ORIGINAL ones (official code)")
     r.add_argument("--config-dir", default=str(REPO / "configs" / "finetune"))
-    r.add_argument("--config-name", default="small")
+    r.add_argument("--config-name", default="mini")
     r.add_argument("--world-size", type=int, default=None, help="GPUs per run (default: all visible)")
     r.add_argument("--no-record", dest="record", action="store_false", help=argparse.SUPPRESS)
     r.add_argument("overrides", nargs="*", help="hydra overrides for every run (after --)")
