@@ -19,7 +19,6 @@ a temporary folder and renamed when complete.
 """
 
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -29,7 +28,7 @@ import numpy as np
 from ..fsutil import output_dir
 from .manifest import write_dict, write_split
 from .recorded import Recording, fillets_recordings
-from .text import fillets_dialogs, letters, normalize, phonemize
+from .text import dialog_sentences, fillets_dialogs, letters, normalize, phonemize
 from .tools import SAMPLE_RATE, CorpusError, parallel, sox_to_16k
 
 REAL_TASKS = ("nl", "cs")
@@ -124,14 +123,8 @@ def build_real_task(out: Path, lang: str, seed: int = 1, train_hours: Optional[f
         words = sorted({w for r in recs for w in r.text.split()})
         (tmp / "lexicon.txt").write_text("".join(f"{w}\t{letters(w)}\n" for w in words), encoding="utf-8")
         held_out = {recs[i].text for i, s in enumerate(split) if s in ("test", "test_spk")}
-        lm = set()
-        for raw in fillets_dialogs(lang).values():
-            for piece in re.split(r"(?<=[.!?])\s+", raw):
-                t = normalize(piece, lang)
-                if t and t not in held_out:
-                    lm.add(t)
-        full_lines = {normalize(t, lang) for t in fillets_dialogs(lang).values()}
-        lm |= {t for t in full_lines if t and t not in held_out}
+        lines = fillets_dialogs(lang).values()  # LM text: each line whole and sentence by sentence
+        lm = {t for raw in lines for t in [normalize(raw, lang), *dialog_sentences(raw, lang)] if t and t not in held_out}
         (tmp / "lm.txt").write_text("".join(t + "\n" for t in sorted(lm)), encoding="utf-8")
         per_spk: Dict[str, List[int]] = defaultdict(list)
         for i, r in enumerate(recs):

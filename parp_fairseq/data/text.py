@@ -104,6 +104,11 @@ def normalize(text: str, lang: str) -> Optional[str]:
     return " ".join(words) or None
 
 
+def dialog_sentences(line: str, lang: str) -> List[str]:
+    """The normalized sentences of one dialogue line (split after . ! ?), unusable ones dropped."""
+    return [s for s in (normalize(piece, lang) for piece in re.split(r"(?<=[.!?])\s+", line)) if s]
+
+
 def sentences(lang: str, n_min: int, seed: int) -> List[str]:
     """At least ``n_min`` distinct normalized sentences of 2-14 words, in a seeded order."""
     source = LANGUAGES[lang][1]
@@ -112,10 +117,7 @@ def sentences(lang: str, n_min: int, seed: int) -> List[str]:
     if source == "fillets":
         raw = fillets_dialogs(lang)
         for key in sorted(raw):
-            for piece in re.split(r"(?<=[.!?])\s+", raw[key]):
-                s = normalize(piece, lang)
-                if s and 2 <= len(s.split()) <= 14:
-                    out.append(s)
+            out += [s for s in dialog_sentences(raw[key], lang) if 2 <= len(s.split()) <= 14]
         out = sorted(set(out))
         rng.shuffle(out)
     else:
