@@ -38,6 +38,10 @@ EXTRA_VOICES: Dict[str, List[Tuple[str, str, str]]] = {
            ("festival", "pc_diphone", "festival festvox-itapc16k")],
 }
 
+# festival reads its input in the voice's own encoding: the Italian diphone voices' letter-to-sound
+# rules are ISO-8859-1 (UTF-8 text makes them write an empty file); every other voice reads UTF-8
+FESTIVAL_ENCODING = {"lp_diphone": "latin-1", "pc_diphone": "latin-1"}
+
 
 @dataclass(frozen=True)
 class Speaker:
@@ -102,15 +106,16 @@ def _flite(text: str, speaker: Speaker, rate: int, tmp: Path) -> None:
     r = subprocess.run(["flite", "-voice", speaker.variant, "--setf", f"duration_stretch={BASE_RATE / rate:.3f}",
                         "--setf", f"int_f0_target_mean={hz}", "-t", text, "-o", str(tmp)], capture_output=True)
     if r.returncode != 0 or not tmp.exists() or tmp.stat().st_size < 100:
-        raise CorpusError(f"flite failed on {text!r} (voice {speaker.variant}): {r.stderr.decode()[:300]}")
+        raise CorpusError(f"flite failed on {text!r} (voice {speaker.variant}): {r.stderr.decode(errors='replace')[:300]}")
 
 
 def _festival(text: str, speaker: Speaker, rate: int, tmp: Path) -> None:
     r = subprocess.run(["text2wave", "-o", str(tmp), "-eval", f"(voice_{speaker.variant})",
                         "-eval", f"(Parameter.set 'Duration_Stretch {BASE_RATE / rate:.3f})"],
-                       input=text.encode("utf-8"), capture_output=True)
+                       input=text.encode(FESTIVAL_ENCODING.get(speaker.variant, "utf-8"), errors="replace"),
+                       capture_output=True)
     if r.returncode != 0 or not tmp.exists() or tmp.stat().st_size < 100:
-        raise CorpusError(f"festival failed on {text!r} (voice {speaker.variant}): {r.stderr.decode()[:300]}")
+        raise CorpusError(f"festival failed on {text!r} (voice {speaker.variant}): {r.stderr.decode(errors='replace')[:300]}")
 
 
 def synthesize(text: str, voice: str, speaker: Speaker, rate: int, out_path: Path) -> int:
@@ -121,7 +126,7 @@ def synthesize(text: str, voice: str, speaker: Speaker, rate: int, out_path: Pat
             ["espeak-ng", "-v", f"{voice}+{speaker.variant}", "-p", str(speaker.pitch), "-s", str(rate),
              "--stdout"], input=text.encode("utf-8"), capture_output=True)
         if esp.returncode != 0 or len(esp.stdout) < 100:
-            raise CorpusError(f"espeak-ng failed on {text!r} ({voice}): {esp.stderr.decode()[:300]}")
+            raise CorpusError(f"espeak-ng failed on {text!r} ({voice}): {esp.stderr.decode(errors='replace')[:300]}")
         return sox_to_16k(["-t", "wav", "-"], out_path, stdin=esp.stdout)
     if speaker.engine not in ("flite", "festival"):
         raise CorpusError(f"unknown synthesis engine {speaker.engine!r}; one of {ENGINES}")

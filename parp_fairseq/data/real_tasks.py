@@ -29,12 +29,11 @@ from ..fsutil import output_dir
 from .manifest import write_dict, write_split
 from .recorded import Recording, fillets_recordings
 from .text import dialog_sentences, fillets_dialogs, letters, normalize, phonemize
-from .tools import SAMPLE_RATE, CorpusError, parallel, sox_to_16k
+from .tools import SAMPLE_RATE, CorpusError, convert_recordings
 
 REAL_TASKS = ("nl", "cs")
 LABELED_SPLITS = ("train", "valid", "test", "test_spk")
 FISH_SPEAKERS = ("small_fish", "big_fish")
-MIN_SAMPLES = SAMPLE_RATE // 10  # recordings shorter than 0.1 s (empty files) are left out
 
 
 def task_name(lang: str) -> str:
@@ -92,13 +91,8 @@ def build_real_task(out: Path, lang: str, seed: int = 1, train_hours: Optional[f
     log(f"[corpus] {task_name(lang)}: {len(recs)} recorded utterances -> 16 kHz")
     with output_dir(final, "parp-fairseq-corpus") as tmp:
         (tmp / "wav").mkdir()
-        frames = parallel(lambda r: sox_to_16k([str(r.path)], tmp / "wav" / f"{r.utt_id}.wav"), recs,
-                          f"real {lang}", jobs)
-        keep = [i for i, n in enumerate(frames) if n >= MIN_SAMPLES]  # a few of the game's files are empty
-        for i in sorted(set(range(len(recs))) - set(keep)):
-            (tmp / "wav" / f"{recs[i].utt_id}.wav").unlink()
-            log(f"[corpus] {task_name(lang)}: skipped {recs[i].path} ({frames[i]} samples)")
-        recs, frames = [recs[i] for i in keep], [frames[i] for i in keep]
+        kept = convert_recordings([(r.path, tmp / "wav" / f"{r.utt_id}.wav") for r in recs], task_name(lang), jobs, log)
+        recs, frames = [recs[i] for i in kept], list(kept.values())
         split = assign_splits(recs, frames, seed, train_hours)
         all_phones: List[str] = []
         meta = {"language": lang, "seed": seed, "train_hours_cap": train_hours, "source": "Fish Fillets NG",

@@ -44,8 +44,9 @@ def fillets_speakers(root: Optional[Path] = None) -> Dict[str, str]:
     return out
 
 
-def fillets_recordings(lang: str, root: Optional[Path] = None) -> List[Recording]:
-    """Every recorded Fish Fillets line in ``lang`` that has a usable transcript, sorted by path."""
+def fillets_ogg_files(lang: str, root: Optional[Path] = None) -> List[Path]:
+    """The Fish Fillets recordings of ``lang``, sorted; one :class:`CorpusError` with the apt line
+    when the package holding them is not installed (a cheap check before any work)."""
     root = Path(root) if root is not None else fillets_root()
     oggs = sorted((root / "sound").glob(f"*/{lang}/*.ogg"))
     if not oggs:
@@ -53,6 +54,13 @@ def fillets_recordings(lang: str, root: Optional[Path] = None) -> List[Recording
         apt = "fillets-ng-data" + ("" if pkg == "fillets-ng-data" else f" {pkg}")
         raise CorpusError(f"no {lang!r} Fish Fillets recordings under {root}/sound; install them with "
                           f"`sudo apt-get install {apt}`")
+    return oggs
+
+
+def fillets_recordings(lang: str, root: Optional[Path] = None) -> List[Recording]:
+    """Every recorded Fish Fillets line in ``lang`` that has a usable transcript, sorted by path."""
+    root = Path(root) if root is not None else fillets_root()
+    oggs = fillets_ogg_files(lang, root)
     text = fillets_dialogs(lang, root)
     who = fillets_speakers(root)
     out = []

@@ -44,10 +44,11 @@ from ..fsutil import atomic_write_text, check_output_dir, output_dir
 from .engines import Speaker, check_extra_voices, make_speakers, synthesize, voice_variants  # noqa: F401
 from .manifest import (check_label_file, check_labels, check_manifest, manifest_hours,  # noqa: F401
                        write_dict, write_split)
-from .real_tasks import MIN_SAMPLES, REAL_TASKS, build_real_task, task_name
-from .recorded import fillets_recordings, pocketsphinx_recordings
+from .real_tasks import REAL_TASKS, build_real_task, task_name
+from .recorded import fillets_ogg_files, fillets_recordings, pocketsphinx_recordings
 from .text import LANGUAGES, fillets_dialogs, letters, normalize, phonemize, sentences  # noqa: F401
-from .tools import FILLETS, POCKETSPHINX, SAMPLE_RATE, CorpusError, check_tools, parallel, sox_to_16k  # noqa: F401
+from .tools import (FILLETS, MIN_SAMPLES, POCKETSPHINX, SAMPLE_RATE, CorpusError, check_tools,  # noqa: F401
+                    convert_recordings, parallel, sox_to_16k)
 
 
 @dataclass(frozen=True)
@@ -157,18 +158,14 @@ def english_real(n_fillets: Optional[int]) -> List[Tuple[Path, str]]:
     return [(r.path, r.text) for r in recs]
 
 
-def add_real_split(out: Path, lang: str, pairs: List[Tuple[Path, str]], jobs: int) -> None:
+def add_real_split(out: Path, lang: str, pairs: List[Tuple[Path, str]], jobs: int, log=print) -> None:
     """Convert recordings to 16 kHz mono and write ``<lang>/real.*``: the audio folder first (built in
     a temporary folder, then moved), then each manifest / label file atomically."""
     d = out / lang
     names = [f"{i:05d}_{p.stem}.wav" for i, (p, _) in enumerate(pairs)]
     with output_dir(d / "wav" / "real", "parp-fairseq-corpus") as tmp:
-        frames = parallel(lambda j: sox_to_16k([str(j[0])], tmp / j[1]),
-                           [(p, nm) for (p, _), nm in zip(pairs, names)], f"real {lang}", jobs)
-        keep = [i for i, n in enumerate(frames) if n >= MIN_SAMPLES]  # a few of the game's files are empty
-        for i in sorted(set(range(len(pairs))) - set(keep)):
-            (tmp / names[i]).unlink()
-    pairs, names, frames = [pairs[i] for i in keep], [names[i] for i in keep], [frames[i] for i in keep]
+        kept = convert_recordings([(p, tmp / nm) for (p, _), nm in zip(pairs, names)], f"real {lang}", jobs, log)
+    pairs, names, frames = [pairs[i] for i in kept], [names[i] for i in kept], list(kept.values())
     texts = [t for _, t in pairs]
     files = {"real.tsv": str(out) + "\n" + "".join(f"{lang}/wav/real/{nm}\t{n}\n" for nm, n in zip(names, frames)),
              "real.wrd": "".join(t + "\n" for t in texts),
@@ -243,7 +240,7 @@ def prepare(out, tier: str = "tiny", langs: Optional[Sequence[str]] = None, seed
     if real:
         if t.real_tasks:
             for task in t.real_tasks:  # a missing recordings package: one error before any work
-                fillets_recordings(task)[:1]
+                fillets_ogg_files(task)
         english_real(min(t.real_en_fillets, 1) if t.real_en_fillets is not None else 1)
     for lang in langs:
         if (out / lang / "dict.phn.txt").exists():
@@ -257,7 +254,7 @@ def prepare(out, tier: str = "tiny", langs: Optional[Sequence[str]] = None, seed
             if lang in langs and not (out / lang / "real.tsv").exists():
                 pairs = pairs_fn()
                 log(f"[corpus] {lang}: {len(pairs)} real recorded utterances -> {lang}/real")
-                add_real_split(out, lang, pairs, jobs)
+                add_real_split(out, lang, pairs, jobs, log)
     tasks = [task for task in t.real_tasks if real]
     for task in tasks:
         if not (out / task_name(task) / "task.json").exists():

@@ -7,11 +7,12 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError
 
 SAMPLE_RATE = 16000
+MIN_SAMPLES = SAMPLE_RATE // 10  # recordings shorter than 0.1 s (a few of the game's files are empty) are left out
 FILLETS = Path("/usr/share/games/fillets-ng")
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
 FESTIVAL_VOICES = Path("/usr/share/festival/voices")
@@ -55,7 +56,7 @@ def sox_to_16k(src: List[str], out_path: Path, stdin: Optional[bytes] = None, ef
     r = subprocess.run(["sox", "-R", "-V1", *src, "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
                         "-e", "signed-integer", str(out_path), *effects], input=stdin, capture_output=True)
     if r.returncode != 0:
-        raise CorpusError(f"sox could not convert {src[-1]} -> {out_path}: {r.stderr.decode()[:300]}")
+        raise CorpusError(f"sox could not convert {src[-1]} -> {out_path}: {r.stderr.decode(errors='replace')[:300]}")
     import soundfile as sf
 
     return sf.info(str(out_path)).frames
@@ -68,3 +69,20 @@ def parallel(fn, items: Sequence, desc: str, jobs: int) -> List:
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
         return list(tqdm(ex.map(fn, items), total=len(items), desc=desc, unit="utt", leave=False,
                          mininterval=1.0, disable=None))
+
+
+def convert_recordings(pairs: Sequence[Tuple[Path, Path]], desc: str, jobs: int, log=None) -> Dict[int, int]:
+    """Convert each ``(source, destination)`` recording to 16 kHz mono PCM16 (:func:`sox_to_16k`).
+
+    Recordings shorter than :data:`MIN_SAMPLES` are deleted again (and reported through ``log``).
+    Returns ``{index in pairs: samples}`` of the recordings kept, in order."""
+    frames = parallel(lambda j: sox_to_16k([str(j[0])], j[1]), pairs, desc, jobs)
+    kept: Dict[int, int] = {}
+    for i, n in enumerate(frames):
+        if n >= MIN_SAMPLES:
+            kept[i] = n
+            continue
+        Path(pairs[i][1]).unlink()
+        if log is not None:
+            log(f"[corpus] {desc}: skipped {pairs[i][0]} ({n} samples, under {MIN_SAMPLES})")
+    return kept
