@@ -47,7 +47,7 @@ from .manifest import (check_label_file, check_labels, check_manifest, manifest_
 from .real_tasks import REAL_TASKS, build_real_task, task_name
 from .recorded import fillets_ogg_files, fillets_recordings, pocketsphinx_recordings
 from .text import LANGUAGES, fillets_dialogs, letters, normalize, phonemize, sentences  # noqa: F401
-from .tools import (FILLETS, MIN_SAMPLES, POCKETSPHINX, SAMPLE_RATE, CorpusError, check_tools,  # noqa: F401
+from .tools import (FILLETS, POCKETSPHINX, SAMPLE_RATE, CorpusError, check_tools,  # noqa: F401
                     convert_recordings, parallel, sox_to_16k)
 
 
@@ -241,7 +241,9 @@ def prepare(out, tier: str = "tiny", langs: Optional[Sequence[str]] = None, seed
         if t.real_tasks:
             for task in t.real_tasks:  # a missing recordings package: one error before any work
                 fillets_ogg_files(task)
-        english_real(min(t.real_en_fillets, 1) if t.real_en_fillets is not None else 1)
+        pocketsphinx_recordings()
+        if t.real_en_fillets != 0:
+            fillets_ogg_files("en")
     for lang in langs:
         if (out / lang / "dict.phn.txt").exists():
             log(f"[corpus] {lang}: done before")
