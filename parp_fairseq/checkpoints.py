@@ -15,7 +15,9 @@ PRETRAINED = "pretrained"  # wav2vec2 / hubert / data2vec pretraining checkpoint
 DENSE_CTC = "dense-ctc"  # wav2vec_ctc, or parp_wav2vec_ctc without masks
 PRUNED_CTC = "pruned-ctc"  # parp_wav2vec_ctc with masks
 
-_CTC_MODELS = ("wav2vec_ctc", "parp_wav2vec_ctc", "parp_wav2vec_ctc_sliced")
+_CTC_MODELS = ("wav2vec_ctc", "parp_wav2vec_ctc", "parp_wav2vec_ctc_sliced",
+               "hubert_ctc", "parp_hubert_ctc", "parp_hubert_ctc_sliced")
+EXPORTED_CTC = ("wav2vec_ctc", "hubert_ctc", "parp_wav2vec_ctc_sliced", "parp_hubert_ctc_sliced")
 
 
 def load_checkpoint(path, arg_overrides: Optional[dict] = None) -> dict:

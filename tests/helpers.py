@@ -87,8 +87,12 @@ def to_args_layout(src, dst) -> None:
     ns = {}
     for group in ("common", "dataset", "optimization", "checkpoint", "distributed_training", "task", "model"):
         ns.update({k: v for k, v in plain(cfg.get(group)).items() if k != "_name"})
-    ns.update(arch=plain(cfg["model"])["_name"], task=plain(cfg["task"])["_name"], criterion="wav2vec",
-              optimizer="adam", lr_scheduler="polynomial_decay")
-    torch.save({"args": argparse.Namespace(**ns), "model": st["model"],
-                "optimizer_history": st.get("optimizer_history", []), "extra_state": st.get("extra_state", {}),
-                "last_optimizer_state": None}, dst)
+    ns.update(arch=plain(cfg["model"])["_name"], task=plain(cfg["task"])["_name"],
+              criterion=plain(cfg.get("criterion")).get("_name", "wav2vec"), optimizer="adam",
+              lr_scheduler="polynomial_decay")
+    out = {"args": argparse.Namespace(**ns), "model": st["model"],
+           "optimizer_history": st.get("optimizer_history", []), "extra_state": st.get("extra_state", {}),
+           "last_optimizer_state": None}
+    if st.get("task_state"):  # HuBERT: its label dictionaries (fairseq Dictionary objects)
+        out["task_state"] = st["task_state"]
+    torch.save(out, dst)

@@ -72,8 +72,11 @@ def test_point_names_round_trip(tmp_path):
 
 def test_structured_sweep_decodes_sliced_models(corpus, pretrained, tmp_path):
     root = tmp_path / "data"
-    root.mkdir()
-    os.symlink(corpus, root / "aa")
+    (root / "aa").mkdir(parents=True)
+    for f in corpus.iterdir():  # the corpus, plus a held-out-speaker split as a real task has (test_spk)
+        os.symlink(f, root / "aa" / f.name)
+        if f.name.startswith("test."):
+            os.symlink(f, root / "aa" / f.name.replace("test.", "test_spk."))
     work = tmp_path / "sweep"
     assert sweep_cli.main(["run", "--workdir", str(work), "--data-root", str(root), "--pretrained", str(pretrained),
                            "--langs", "aa", "--methods", "parp", "--sparsities", "0.5", "--labels", "ltr",
@@ -83,7 +86,13 @@ def test_structured_sweep_decodes_sliced_models(corpus, pretrained, tmp_path):
     point = work / "aa" / "parp-tensor-neuron+head_s0.5_seed1"
     assert (point / "DONE").exists()
     assert sweep_cli.main(["collect", "--workdir", str(work), "--slice"]) == 0
-    rows = {r["method"]: r for r in csv.DictReader(open(work / "results.tsv"), delimiter="\t")}
+    all_rows = list(csv.DictReader(open(work / "results.tsv"), delimiter="\t"))
+    # test_spk is decoded too, with the same errors as test here (the same files)
+    by = {(r["method"], r["split"]): float(r["unit_error"]) for r in all_rows}
+    assert {r["split"] for r in all_rows} == {"test", "test_spk"}
+    assert by[("dense", "test_spk")] == by[("dense", "test")]
+    assert "| aa | aa test_spk |" in (work / "results.md").read_text()
+    rows = {r["method"]: r for r in all_rows if r["split"] == "test"}
     sliced, dense = rows["parp-tensor-neuron+head"], rows["dense"]
     assert sliced["checkpoint"] == str(point / "sliced.pt") and (point / "decode" / "test_viterbi_sliced").is_dir()
     # half of every layer's heads and neurons gone: about half the transformer parameters

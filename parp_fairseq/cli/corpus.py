@@ -6,6 +6,8 @@
     parp-fairseq-corpus build --out data/pretrain --tier pretrain    # >= 20 h, flite/festival voices
     parp-fairseq-corpus check data/small/en --labels ltr phn         # manifests, audio, labels
     parp-fairseq-corpus info data/small                              # sizes, hours, speakers
+    parp-fairseq-corpus hubert-labels data/full/pretrain --out data/full/km100 --clusters 100
+                                     # HuBERT frame labels: MFCC -> k-means (fairseq's simple_kmeans)
 
 A build is resumable: finished languages are kept, an interrupted one is redone from scratch.
 """
@@ -25,6 +27,29 @@ NOT_MANIFESTS = ("speakers.tsv", "utterances.tsv")  # tables beside the manifest
 
 def _hours(tsv: Path) -> float:
     return speech.manifest_hours(tsv) if tsv.exists() else 0.0
+
+
+def hubert_labels(args) -> int:
+    """``<split>.km`` + ``dict.km.txt`` for ``hubert_pretraining`` (task.label_dir, labels=[km], label_rate=100)."""
+    from ..data import hubert_labels as hl
+    from ..fsutil import output_dir
+
+    if not 2 <= args.clusters <= 10_000:
+        raise ValueError(f"--clusters {args.clusters} is out of range; use 2..10000 (fairseq's HuBERT BASE: 100)")
+    data = Path(args.data)
+    for split in args.splits:
+        if not (data / f"{split}.tsv").is_file():
+            raise FileNotFoundError(f"{data}/{split}.tsv does not exist; HuBERT labels are made for the manifests "
+                                    f"of a pretraining folder (e.g. `parp-fairseq-corpus build` ... /pretrain)")
+    feats = {split: hl.features(hl.read_manifest(data / f"{split}.tsv"), f"mfcc {split}") for split in args.splits}
+    fit_on = "train" if "train" in feats else args.splits[0]
+    print(f"[hubert-labels] k-means ({args.clusters} clusters) on the MFCC frames of {fit_on}")
+    km = hl.fit_kmeans(feats[fit_on], args.clusters, args.seed, args.max_frames)
+    with output_dir(args.out, "parp-fairseq-corpus hubert-labels") as tmp:
+        frames = hl.write_labels(tmp, feats, km)
+    print(f"[hubert-labels] wrote {args.out}: " + ", ".join(f"{s}.km ({n} frames)" for s, n in frames.items())
+          + f", dict.km.txt; pretrain with task.label_dir={args.out} task.labels=[km] task.label_rate={hl.LABEL_RATE}")
+    return 0
 
 
 def build(args) -> int:
@@ -108,6 +133,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("--labels", nargs="*", default=None, help="label extensions to check (ltr, phn, wrd)")
     i = sub.add_parser("info", help="sizes, hours and phone inventories")
     i.add_argument("data")
+    h = sub.add_parser("hubert-labels", help="HuBERT frame labels: MFCC -> k-means -> <split>.km + dict.km.txt")
+    h.add_argument("data", help="folder with the pretraining manifests (<split>.tsv)")
+    h.add_argument("--out", required=True, help="label folder to write (task.label_dir)")
+    h.add_argument("--clusters", type=int, default=100, help="k-means clusters (HuBERT BASE iteration 1: 100)")
+    h.add_argument("--splits", nargs="+", default=["train", "valid"])
+    h.add_argument("--seed", type=int, default=1)
+    h.add_argument("--max-frames", type=int, default=200_000, help="training frames the k-means is fitted on")
     args = ap.parse_args(argv)
     return run_cli("parp-fairseq-corpus", lambda: _run(args))
 
@@ -115,6 +147,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _run(args) -> int:
     if args.cmd == "build":
         return build(args)
+    if args.cmd == "hubert-labels":
+        return hubert_labels(args)
     if args.cmd == "info":
         info(Path(args.data))
         return 0

@@ -1,8 +1,9 @@
 """``parp-fairseq-export``: squash a pruned checkpoint into a stock ``wav2vec_ctc`` checkpoint.
 
 The masks are multiplied into the weights (zeros in place) and dropped; the model, task and
-criterion configs are rewritten to fairseq's own ``wav2vec_ctc`` / ``audio_finetuning`` / ``ctc``
-so that plain fairseq loads the file without ``--user-dir`` and computes the same logits.
+criterion configs are rewritten to fairseq's own ``wav2vec_ctc`` (``hubert_ctc`` for a
+``parp_hubert_ctc`` checkpoint) / ``audio_finetuning`` / ``ctc`` so that plain fairseq loads the
+file without ``--user-dir`` and computes the same logits.
 
 fairseq's ``audio_finetuning`` pickles its ``Dictionary`` into checkpoints, which torch >= 2.6
 refuses to load by default; the export drops it (fairseq then reads ``dict.<labels>.txt`` from
@@ -36,9 +37,10 @@ from typing import List, Optional
 import torch
 from omegaconf import OmegaConf
 
-from ..checkpoints import (COMPRESSED, DENSE_CTC, PRETRAINED, checkpoint_kind, checkpoint_masks,
-                           compress_state_dict, effective_weights, encoder_arch, is_pruning_key, load_checkpoint,
-                           model_name, pruning_cfg)
+from ..checkpoints import (COMPRESSED, DENSE_CTC, EXPORTED_CTC, PRETRAINED, checkpoint_kind, checkpoint_masks,
+                           compress_state_dict, effective_weights, encoder_arch, encoder_family, is_pruning_key,
+                           load_checkpoint, model_name, pruning_cfg)
+from ..models.families import ctc_models
 from ..errors import InputError
 from ..errors import run_cli
 from ..fsutil import atomic_torch_save, same_file
@@ -46,12 +48,14 @@ from ..fsutil import atomic_torch_save, same_file
 _STOCK = {"model": "wav2vec_ctc", "task": "audio_finetuning", "criterion": "ctc"}
 
 
-def _stock_keys(group: str) -> set:
+def _stock_keys(group: str, model: str = "wav2vec_ctc") -> set:
     from fairseq.criterions.ctc import CtcCriterionConfig
+    from fairseq.models.hubert.hubert_asr import HubertCtcConfig
     from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig
     from fairseq.tasks.audio_finetuning import AudioFinetuningConfig
 
-    dc = {"model": Wav2Vec2CtcConfig, "task": AudioFinetuningConfig, "criterion": CtcCriterionConfig}
+    dc = {"model": HubertCtcConfig if model == "hubert_ctc" else Wav2Vec2CtcConfig, "task": AudioFinetuningConfig,
+          "criterion": CtcCriterionConfig}
     return {f.name for f in fields(dc[group])} | {"_name"}
 
 
@@ -60,13 +64,14 @@ def squash(state: dict) -> dict:
     new_sd = effective_weights(state["model"])
     cfg = state["cfg"]
     cfg = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
-    for group, name in _STOCK.items():
+    stock = {**_STOCK, "model": ctc_models(encoder_family(state))[1]}
+    for group, name in stock.items():
         sub = cfg.get(group)
         if sub is None:
             continue
         if group != "model" and sub.get("_name") not in (name, f"parp_{name}", "parp_audio_finetuning"):
             continue  # a criterion/task of someone else: leave it alone
-        keep = _stock_keys(group)
+        keep = _stock_keys(group, stock["model"])
         cfg[group] = {k: v for k, v in sub.items() if k in keep}
         cfg[group]["_name"] = name
     cfg.setdefault("common", {})["user_dir"] = None
@@ -81,7 +86,6 @@ def squash(state: dict) -> dict:
 
 
 _PREFIX = "w2v_encoder.w2v_model."
-SLICED = "parp_wav2vec_ctc_sliced"
 
 
 def slice_state(state: dict) -> dict:
@@ -117,7 +121,7 @@ def slice_state(state: dict) -> dict:
                              "architecture into a stock config")
         w2v["model"]["encoder_ffn_embed_dim"] = ffn[0]
     else:
-        model["_name"] = SLICED
+        model["_name"] = ctc_models(encoder_family(state))[0] + "_sliced"
         model["ffn_dims"], model["attention_heads"] = ffn, heads
     out["parp_sliced"] = {"granularity": gran, "ffn_dims": ffn, "attention_heads": heads,
                           "full": {"ffn_dim": arch["ffn_dim"], "heads": arch["heads"]}}
@@ -127,8 +131,8 @@ def slice_state(state: dict) -> dict:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="parp-fairseq-export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", help="parp_wav2vec_ctc checkpoint (pruned or dense)")
-    ap.add_argument("out", help="stock wav2vec_ctc checkpoint to write")
+    ap.add_argument("checkpoint", help="parp_wav2vec_ctc / parp_hubert_ctc checkpoint (pruned or dense)")
+    ap.add_argument("out", help="stock wav2vec_ctc / hubert_ctc checkpoint to write")
     ap.add_argument("--compress", action="store_true",
                     help="store pruned tensors as bitmask + kept values (read by parp_fairseq's loaders)")
     ap.add_argument("--values-dtype", choices=("fp32", "fp16", "bf16"), default=None,
@@ -149,16 +153,16 @@ def _export(args) -> int:
         raise ValueError("--slice writes a smaller dense model; it does not combine with --compress/--decompress")
     state = load_checkpoint(args.checkpoint)  # decompresses a --compress file
     if args.decompress:
-        if model_name(state) != "wav2vec_ctc":
+        if model_name(state) not in ("wav2vec_ctc", "hubert_ctc"):
             raise ValueError(f"--decompress expects an exported checkpoint, got model {model_name(state)!r}")
         atomic_torch_save(state, args.out)
-        print(f"wrote {args.out}: plain stock wav2vec_ctc ({os.path.getsize(args.out) / 2**20:.1f} MiB)")
+        print(f"wrote {args.out}: plain stock {model_name(state)} ({os.path.getsize(args.out) / 2**20:.1f} MiB)")
         return 0
     name = model_name(state)
     if checkpoint_kind(state) == PRETRAINED:
         raise ValueError(f"{args.checkpoint} is a pretrained {name!r} checkpoint, not a "
                          f"finetuned CTC model: nothing to export")
-    if name in ("wav2vec_ctc", SLICED):
+    if name in EXPORTED_CTC:
         raise ValueError(f"{args.checkpoint} is already an exported {name} checkpoint")
     if args.slice:
         out = slice_state(state)
@@ -177,7 +181,7 @@ def _export(args) -> int:
         out[COMPRESSED] = {"format": 1, "values_dtype": args.values_dtype or "as trained"}
     atomic_torch_save(out, args.out)
     n_masked = sum(k.endswith("_mask") for k in state["model"])
-    print(f"wrote {args.out}: stock wav2vec_ctc, {n_masked} masks squashed into the weights"
+    print(f"wrote {args.out}: stock {model_name(out)}, {n_masked} masks squashed into the weights"
           + (" (dense model)" if checkpoint_kind(state) == DENSE_CTC else "")
           + (f", compressed to {os.path.getsize(args.out) / 2**20:.2f} MiB" if args.compress else ""))
     return 0

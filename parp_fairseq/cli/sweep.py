@@ -14,8 +14,8 @@ mask of language A (the cross-lingual mask transfer of the PARP paper; ``B:B`` i
 same-language reference). With CUDA the world size is every visible GPU (``WORLD_SIZE`` or
 ``--world-size`` override it) through fairseq's own distributed training; without, one CPU process.
 
-``collect`` decodes every finished point (Viterbi; test split, and the ``real`` recorded split where the
-language has one), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
+``collect`` decodes every finished point (Viterbi; test split, and where the language has them the
+``test_spk`` split of a real task's held-out speakers and the ``real`` recorded split), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
 ``transfer.tsv/md``, ``<lang>_vs_sparsity.png`` (error vs sparsity per method, dense as a reference
 line), ``layer_sparsity.png`` (which layers each method prunes most) and, with ``--results-md``, a
 section of that file with the exact commands that produced them.
@@ -39,6 +39,9 @@ from ..procutil import workdir_lock
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
 NEEDS_DENSE = ("omp", "imp", "s3router_p")
+# decoded where the language folder has them: held-out synthetic speakers / a real task's held-out
+# sentences, a real task's held-out speakers, recorded speech beside a synthesized language
+SPLITS = ("test", "test_spk", "real")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -340,7 +343,7 @@ def _collect(args, work: Path, log) -> int:
         data = data_root / p["lang"]
         _point_stats(p, getattr(args, "slice", False), log)
         actual = p["layer_sparsity"]["all"] if p["layer_sparsity"] else 0.0
-        for split in ("test", "real"):
+        for split in SPLITS:
             if not (data / f"{split}.tsv").exists():
                 continue
             r = _decode(p, data, split)
@@ -359,20 +362,28 @@ def _collect(args, work: Path, log) -> int:
     # main table: method x sparsity rows, language columns (test split, mean over seeds)
     keyset = sorted({(r["method"], r["target_sparsity"]) for r in rows if r["method"] != "parp_transfer"},
                     key=lambda k: (k[1], k[0]))
-    md = [f"Test {unit} (%) on held-out speakers, Viterbi, mean over seeds; `real` = recorded speech.", "",
-          "| method | sparsity | " + " | ".join(langs) + " | " + " | ".join(f"{lg} real" for lg in langs
-                                                                           if any(r["lang"] == lg and r["split"] == "real" for r in rows)) + " |"]
-    real_langs = [lg for lg in langs if any(r["lang"] == lg and r["split"] == "real" for r in rows)]
-    md.append("|---|---|" + "---|" * (len(langs) + len(real_langs)))
+    # one column per (split, language) that has rows: test first, then test_spk, then real
+    columns = [(split, lg) for split in SPLITS for lg in langs
+               if any(r["lang"] == lg and r["split"] == split for r in rows)]
+    md = [f"{unit} (%), Viterbi, mean +- std over seeds (n = number of seeds): `test` = held-out speakers "
+          "(synthetic) or sentences (real tasks), `test_spk` = a real task's held-out speakers, `real` = "
+          "recorded speech.", "",
+          "| method | sparsity | " + " | ".join(lg if split == "test" else f"{lg} {split}" for split, lg in columns)
+          + " |", "|---|---|" + "---|" * len(columns)]
 
     def mean(method, s, lang, split):
         v = [r["unit_error"] for r in rows if (r["method"], r["target_sparsity"], r["lang"], r["split"]) ==
              (method, s, lang, split)]
-        return f"{sum(v) / len(v):.1f}" if v else "-"
+        if not v:
+            return "-"
+        m = sum(v) / len(v)
+        if len(v) == 1:
+            return f"{m:.1f}"
+        sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
+        return f"{m:.1f} +- {sd:.1f} (n={len(v)})"
 
     for method, s in keyset:
-        md.append(f"| {method} | {s:g} | " + " | ".join(mean(method, s, lg, "test") for lg in langs) + " | "
-                  + " | ".join(mean(method, s, lg, "real") for lg in real_langs) + " |")
+        md.append(f"| {method} | {s:g} | " + " | ".join(mean(method, s, lg, split) for split, lg in columns) + " |")
     tr = [r for r in rows if r["method"] == "parp_transfer" and r["split"] == "test"]
     if tr:
         srcs = sorted({r["mask_from"] for r in tr})

@@ -41,6 +41,7 @@ from ..pruning.scores import SCORE_INITS, GroupScoreMasker, ScoreMasker, init_sc
 from ..pruning.structured import GRANULARITIES, GROUP_NORMS, Granularity
 from ..pruning.schedule import is_reprune_update, ramp_sparsity
 from ..pruning.stats import sparsity_report
+from .families import ctc_models
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
             raise InputError(
                 f"pruning.method={cfg.pruning.method} needs the task's update hooks: set "
                 f"task._name=parp_audio_finetuning (got {type(task).__name__})")
-        model = cls(cfg, Wav2VecEncoder(cfg, len(task.target_dictionary)))
+        model = cls(cfg, cls.make_encoder(cfg, task))
         if isinstance(model.masker, ScoreMasker):
             model._freeze_for_score_training()
         if getattr(task, "building_from_checkpoint", False):
@@ -281,6 +282,12 @@ class ParpWav2VecCtc(Wav2VecCtc):
             model.load_weights_from(cfg.pruning.init_from)
         model.initialize_masks()
         return model
+
+    @classmethod
+    def make_encoder(cls, cfg, task):
+        """The pretrained encoder with its CTC projection (fairseq's ``Wav2VecEncoder``; the HuBERT
+        model overrides this)."""
+        return Wav2VecEncoder(cfg, len(task.target_dictionary))
 
     def _freeze_for_score_training(self) -> None:
         """S3-Router: only scores and the CTC head train (plus biases / layer norms / weights if asked)."""
@@ -311,10 +318,11 @@ class ParpWav2VecCtc(Wav2VecCtc):
         """Copy every weight (not masks/scores) of a dense or pruned CTC checkpoint into this model."""
         state = load_checkpoint(path)  # safe: weights_only + literal config strings
         name = (state.get("cfg") or {}).get("model", {}).get("_name")
-        if name not in ("wav2vec_ctc", "parp_wav2vec_ctc"):
+        ctc = ctc_models(self.family())
+        if name not in ctc:
             raise InputError(f"pruning.init_from={path!r} is a {name!r} checkpoint; it must be a "
-                             f"finetuned CTC model (wav2vec_ctc or parp_wav2vec_ctc). Pretrained "
-                             f"wav2vec 2.0 checkpoints go to model.w2v_path")
+                             f"finetuned CTC model ({ctc[1]} or {ctc[0]}). Pretrained "
+                             f"checkpoints go to model.w2v_path")
         extra = self.masker.public_keys() if self.masker is not None else []
         sd = effective_weights(state["model"])  # a pruned source: what it computes with
         own = self._public_state_dict()

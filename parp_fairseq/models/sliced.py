@@ -112,7 +112,11 @@ class SlicedWav2VecCtc(Wav2VecCtc):
     """The stock CTC model with per-layer FFN widths and head counts (see the module docstring)."""
 
     @classmethod
+    def make_encoder(cls, cfg, task):
+        return Wav2VecEncoder(cfg, len(task.target_dictionary))
+
+    @classmethod
     def build_model(cls, cfg: SlicedWav2Vec2CtcConfig, task):
-        w2v_encoder = Wav2VecEncoder(cfg, len(task.target_dictionary))
+        w2v_encoder = cls.make_encoder(cfg, task)
         slice_encoder_layers(w2v_encoder.w2v_model.encoder, list(cfg.ffn_dims), list(cfg.attention_heads))
         return cls(cfg, w2v_encoder)
