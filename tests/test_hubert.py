@@ -203,3 +203,22 @@ def test_hubert_masks_know_their_family_and_both_layouts_load(corpus, pretrained
     hydra_train("configs/finetune", "tiny", run, f"task.data={corpus}", f"model.w2v_path={old}", *HUBERT,
                 "pruning=omp", f"model.pruning.mask_path={tmp_path / 'hubert_old.pt'}", *SHORT)
     _assert_exact(torch_load(run / "checkpoint_last.pt"), 0.5)
+
+
+def test_hubert_shipped_config_has_the_shipped_wav2vec2_shape(corpus, km_labels, tmp_path):
+    """configs/pretrain/hubert_shipped.yaml trains (2 updates here) a HuBERT whose transformer tensors
+    have the shipped wav2vec 2.0's shapes, so masks of the two compare tensor for tensor."""
+    from parp_fairseq.checkpoints import target_weights
+    from parp_fairseq.models.parp_wav2vec2 import DEFAULT_PATTERN
+    from parp_fairseq.pretrained import architecture, default_model_path
+
+    hydra_train("configs/pretrain", "hubert_shipped", tmp_path, f"task.data={corpus}", f"task.label_dir={km_labels}",
+                "optimization.max_update=2", "dataset.max_tokens=100000", "dataset.disable_validation=true",
+                "task.min_sample_size=1000")
+    hub = torch_load(tmp_path / "checkpoint_last.pt")
+    w2v = torch_load(default_model_path())
+    a, b = architecture(hub), architecture(w2v)
+    assert a.pop("_name") == "hubert" and b.pop("_name") == "wav2vec2"
+    assert a == b
+    ta, tb = target_weights(hub["model"], DEFAULT_PATTERN), target_weights(w2v["model"], DEFAULT_PATTERN)
+    assert {k: tuple(v.shape) for k, v in ta.items()} == {k: tuple(v.shape) for k, v in tb.items()} and len(ta) == 36
