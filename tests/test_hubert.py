@@ -198,6 +198,11 @@ def test_hubert_masks_know_their_family_and_both_layouts_load(corpus, pretrained
                     f"model.w2v_path={pretrained}", *HUBERT, "optimization.max_update=2", check=False)
     err = p.stdout + p.stderr
     assert p.returncode != 0 and "use model._name=parp_wav2vec_ctc" in err and "Traceback" not in err
+    # and a HuBERT checkpoint given to the wav2vec 2.0 model (stock Wav2VecEncoder would fail in forward)
+    p = hydra_train("configs/finetune", "tiny", tmp_path / "bad3", f"task.data={corpus}",
+                    f"model.w2v_path={hubert_pretrained}", "optimization.max_update=2", check=False)
+    err = p.stdout + p.stderr
+    assert p.returncode != 0 and "finetune it with model._name=parp_hubert_ctc" in err and "Traceback" not in err
     # the old layout finetunes with its own mask
     run = tmp_path / "run"
     hydra_train("configs/finetune", "tiny", run, f"task.data={corpus}", f"model.w2v_path={old}", *HUBERT,

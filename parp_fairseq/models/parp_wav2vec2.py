@@ -287,7 +287,11 @@ class ParpWav2VecCtc(Wav2VecCtc):
     def make_encoder(cls, cfg, task):
         """The pretrained encoder with its CTC projection (fairseq's ``Wav2VecEncoder``; the HuBERT
         model overrides this)."""
-        return Wav2VecEncoder(cfg, len(task.target_dictionary))
+        encoder = Wav2VecEncoder(cfg, len(task.target_dictionary))
+        if type(encoder.w2v_model).__name__ == "HubertModel":  # builds, then fails in forward: say it now
+            raise InputError(f"model.w2v_path={cfg.w2v_path} is a HuBERT checkpoint: finetune it with "
+                             f"model._name=parp_hubert_ctc (fairseq's HubertEncoder), not {cls.__name__}")
+        return encoder
 
     def _freeze_for_score_training(self) -> None:
         """S3-Router: only scores and the CTC head train (plus biases / layer norms / weights if asked)."""
