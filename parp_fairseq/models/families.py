@@ -51,14 +51,12 @@ def hubert_encoder(cfg, task):
     (``cfg.w2v_args`` set) takes them from the finetuning task's state, where the first build put them.
     """
     from fairseq.models.hubert.hubert_asr import HubertEncoder
-    from omegaconf import open_dict
 
-    from ..checkpoints import load_checkpoint
+    from ..checkpoints import encoder_family, load_checkpoint
 
     if cfg.w2v_args is None:
         state = load_checkpoint(cfg.w2v_path)  # safe load; fairseq reads it again below
-        family = str(((state.get("cfg") or {}).get("model") or {}).get("_name")
-                     or getattr(state.get("args"), "arch", "") or "")
+        family = encoder_family(state)  # cfg or old args layout
         if family != "hubert":
             raise InputError(f"model.w2v_path={cfg.w2v_path} is a {family or 'unknown'!r} checkpoint but "
                              f"model._name=parp_hubert_ctc finetunes HuBERT; use model._name=parp_wav2vec_ctc "
@@ -74,7 +72,4 @@ def hubert_encoder(cfg, task):
     elif "dictionaries" not in task.state.state_dict:
         raise InputError("this HuBERT CTC checkpoint has no task_state.dictionaries (the pretraining label "
                          "dictionaries); it was not written by parp_hubert_ctc or stock hubert finetuning")
-    if "autoregressive" not in cfg:  # HubertEncoder reads it; CTC is not autoregressive
-        with open_dict(cfg):
-            cfg.autoregressive = False
-    return HubertEncoder(cfg, task)
+    return HubertEncoder(cfg, task)  # reads cfg.autoregressive: a field of both HuBERT configs
