@@ -2,15 +2,16 @@
 """The one-command demo: offline speech corpus -> the shipped pretrained wav2vec 2.0 -> dense, OMP and
 PARP CTC finetuning at one sparsity -> Viterbi and KenLM decoding -> results table and plot.
 
-Everything runs on CPU through the real fairseq loops (``fairseq-hydra-train``) in ~12 minutes on
+Everything runs on CPU through the real fairseq loops (``fairseq-hydra-train``) in ~11 minutes on
 2 cores:
 
 1. ``parp-fairseq-corpus build --tier small``: 11 synthesized languages + real recorded English/Dutch;
 2. the shipped pretrained wav2vec 2.0 (``parp-fairseq-pretrained info``, docs/pretrained_model.md),
    sha256-verified; ``--pretrained CKPT`` uses another one, ``--pretrain`` reproduces it from scratch
    (stock ``audio_pretraining``, ``configs/pretrain/shipped``: hours of CPU);
-3. English letter CTC finetuning (``configs/finetune/mini``): dense; OMP (mask of the dense model,
-   finetuned from the pretrained init); PARP (MPI mask, re-pruned every 50 updates);
+3. English letter CTC finetuning (``configs/finetune/mini``): dense and, beside it on the second core,
+   PARP (MPI mask, re-pruned every 50 updates); then OMP (mask of the finetuned dense model, finetuned
+   from the pretrained init);
 4. a 4-gram KenLM + lexicon from the English text (test sentences held out);
 5. ``parp-fairseq-decode`` on the held-out synthetic speakers (Viterbi and KenLM) and on the real
    LibriVox recordings.
@@ -22,8 +23,10 @@ Finished steps are skipped on a rerun. Writes ``results.tsv``, ``results.md`` an
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,29 +52,67 @@ def step(msg: str) -> None:
     print(f"\n=== [{time.strftime('%H:%M:%S')} +{time.time() - T0:.0f}s] {msg}", flush=True)
 
 
+def _progress(line: str) -> str:
+    """The fields of one fairseq train_inner / valid log line worth showing, or '' for other lines."""
+    if "][train_inner]" not in line and "][valid]" not in line:
+        return ""
+    msg = line.split("] - ", 1)[-1]
+    keep = [kv for kv in msg.replace(" | ", ", ").split(", ")
+            if kv.split("=")[0].split(" ")[0] in ("epoch", "loss", "uer", "wer", "num_updates",
+                                                    "accuracy", "sparsity", "valid")]
+    return ", ".join(keep).strip()[:160]
+
+
+def train_many(runs, threads: int = 0) -> list:
+    """Run ``fairseq-hydra-train`` for each ``(config_dir, name, save_dir, overrides)`` side by side,
+    each with ``threads`` intra-op threads (0 = torch's default), showing fairseq's own progress lines
+    prefixed with the run's folder name; runs done before are skipped. Returns the checkpoints.
+
+    Two small CPU runs on one thread each finish sooner than the same two one after the other on two
+    threads: a 2M-parameter model does not keep two threads busy."""
+    todo, ckpts = [], []
+    for config_dir, name, save_dir, overrides in runs:
+        ckpts.append(save_dir / "checkpoint_last.pt")
+        if (save_dir / "DONE").exists():
+            print(f"  (done before: {ckpts[-1]})")
+        else:
+            todo.append((hydra_train_cmd(REPO / config_dir, name, save_dir, *overrides), save_dir))
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}))
+    procs, tails, lock = [], {}, threading.Lock()
+
+    def pump(p, save_dir):
+        tag = f"[{save_dir.name}] " if len(todo) > 1 else ""
+        for line in p.stdout:
+            tails[save_dir] = (tails.get(save_dir, []) + [line])[-30:]
+            shown = _progress(line)
+            if shown:
+                with lock:
+                    print("  " + tag + shown, flush=True)
+
+    for cmd, save_dir in todo:
+        print("  $ " + " ".join(cmd), flush=True)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        t = threading.Thread(target=pump, args=(p, save_dir), daemon=True)
+        t.start()
+        procs.append((p, t, save_dir))
+    failed = []
+    for p, t, save_dir in procs:
+        p.wait()
+        t.join()
+        if p.returncode != 0:
+            failed.append((p, save_dir))
+        else:
+            (save_dir / "DONE").touch()
+    for p, save_dir in failed:
+        print("".join(tails.get(save_dir, [])), file=sys.stderr)
+    if failed:
+        raise SystemExit("training failed: " + "; ".join(f"exit {p.returncode}, log: {d}/hydra" for p, d in failed))
+    return ckpts
+
+
 def train(config_dir: str, name: str, save_dir: Path, *overrides: str) -> Path:
     """fairseq-hydra-train, showing fairseq's own progress lines; skipped when done before."""
-    ckpt = save_dir / "checkpoint_last.pt"
-    if (save_dir / "DONE").exists():
-        print(f"  (done before: {ckpt})")
-        return ckpt
-    cmd = hydra_train_cmd(REPO / config_dir, name, save_dir, *overrides)
-    print("  $ " + " ".join(cmd), flush=True)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
-        tail = []
-        for line in p.stdout:
-            tail = (tail + [line])[-30:]
-            if "][train_inner]" in line or "][valid]" in line:
-                msg = line.split("] - ", 1)[-1]
-                keep = [kv for kv in msg.replace(" | ", ", ").split(", ")
-                        if kv.split("=")[0].split(" ")[0] in ("epoch", "loss", "uer", "wer", "num_updates",
-                                                                "accuracy", "sparsity", "valid")]
-                print("  " + ", ".join(keep).strip()[:160], flush=True)
-    if p.returncode != 0:
-        print("".join(tail), file=sys.stderr)
-        raise SystemExit(f"training failed (exit {p.returncode}); log: {save_dir}/hydra")
-    (save_dir / "DONE").touch()
-    return ckpt
+    return train_many([(config_dir, name, save_dir, overrides)])[0]
 
 
 def decode(ckpt: Path, data: Path, split: str, out: Path, lm: Path = None) -> dict:
@@ -130,6 +171,8 @@ def main() -> int:
     ap.add_argument("--pretrain-updates", type=int, default=None,
                     help="with --pretrain: pretraining updates (default: the shipped model's)")
     ap.add_argument("--updates", type=int, default=DEMO_UPDATES, help="finetuning updates per method")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="finetuning runs side by side (dense and PARP; 1 = one after the other)")
     args = ap.parse_args()
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -170,15 +213,21 @@ def main() -> int:
         print(f"  the shipped model {shipped.DEFAULT}: {e['parameters'] / 1e6:.2f}M parameters, {e['updates']} "
               f"pretraining updates, sha256 verified ({pt}); docs/pretrained_model.md")
     ft = [f"task.data={en}", f"model.w2v_path={pt}", f"optimization.max_update={args.updates}"]
-    step("3/6 dense CTC finetuning on English letters")
-    dense = train("configs/finetune", "mini", work / "dense", *ft)
-    step(f"4/6 OMP (mask of the finetuned model at sparsity {s}, finetuned from the pretrained init) and PARP")
+    # PARP's initial mask is MPI's (the pretrained weights), so PARP does not wait for the dense run:
+    # the two train side by side, one thread each; OMP needs the finetuned dense model
+    step(f"3/6 dense CTC finetuning on English letters, and PARP at sparsity {s} beside it")
+    runs = [("configs/finetune", "mini", work / "dense", ft),
+            ("configs/finetune", "mini", work / "parp", [*ft, "pruning=parp", f"model.pruning.sparsity={s}"])]
+    if args.jobs > 1:
+        dense, parp = train_many(runs, threads=1)
+    else:
+        dense, parp = (train_many([r])[0] for r in runs)
+    step(f"4/6 OMP (mask of the finetuned dense model at sparsity {s}, finetuned from the pretrained init)")
     omp_mask = work / f"omp_{s}.pt"
     if not omp_mask.exists() and mask_cli.main(["omp", "--checkpoint", str(dense), "--sparsity", str(s),
                                                  "--out", str(omp_mask)]) != 0:
         return 2
     omp = train("configs/finetune", "mini", work / "omp", *ft, "pruning=omp", f"model.pruning.mask_path={omp_mask}")
-    parp = train("configs/finetune", "mini", work / "parp", *ft, "pruning=parp", f"model.pruning.sparsity={s}")
 
     step("5/6 4-gram KenLM + lexicon from the English text (test sentences held out)")
     lm = work / "lm"
