@@ -34,6 +34,22 @@ def hydra_train(config_dir: str, config_name: str, save_dir: Path, *overrides: s
     return proc
 
 
+def fairseq_generate(data: Path, checkpoint: Path, subset: str, batch_size: int):
+    """Stock ``fairseq-generate`` with this plugin's user_dir on a CTC checkpoint (letters, WER scoring,
+    every utterance: required_batch_size_multiple 1). Returns ``(WER, stdout)``."""
+    import re
+
+    r = subprocess.run(["fairseq-generate", str(data), "--user-dir", parp_fairseq.USER_DIR,
+                        "--task", "parp_audio_finetuning", "--labels", "ltr", "--path", str(checkpoint),
+                        "--gen-subset", subset, "--scoring", "wer", "--post-process", "letter",
+                        "--batch-size", str(batch_size), "--required-batch-size-multiple", "1", "--cpu"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = re.search(r"WER: ([0-9.]+)", r.stdout + r.stderr)
+    assert m, (r.stdout + r.stderr)[-2000:]
+    return float(m.group(1)), r.stdout
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     return make_tone_corpus(tmp_path_factory.mktemp("data") / "tones")

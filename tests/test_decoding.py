@@ -1,13 +1,12 @@
 """Decoding: Viterbi and KenLM lexicon beam search (flashlight-text), fairseq-generate, WER/PER."""
 
-import re
 import subprocess
 
 import pytest
 import torch
 from fairseq.data import Dictionary
 
-from conftest import hydra_train
+from conftest import fairseq_generate, hydra_train
 from parp_fairseq.cli import decode as decode_cli
 from parp_fairseq.decoding.decoders import ViterbiDecoder, load_lexicon
 from parp_fairseq.decoding.lm import build as build_lm
@@ -124,19 +123,10 @@ def test_kenlm_lexicon_beam_search_beats_viterbi(trained, corpus, lm, tmp_path):
 
 
 def test_fairseq_generate_on_pruned_checkpoint_matches_decode(trained, corpus, tmp_path):
-    import parp_fairseq
-
     _, vit = _decode(tmp_path, "vit", "--checkpoint", str(trained), "--data", str(corpus), "--split", "test")
-    r = subprocess.run(["fairseq-generate", str(corpus), "--user-dir", parp_fairseq.USER_DIR,
-                        "--task", "parp_audio_finetuning", "--labels", "ltr", "--path", str(trained),
-                        "--gen-subset", "test", "--scoring", "wer", "--post-process", "letter",
-                        "--batch-size", "8", "--required-batch-size-multiple", "1", "--cpu"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = re.search(r"WER: ([0-9.]+)", r.stdout + r.stderr)
-    assert m, (r.stdout + r.stderr)[-2000:]
-    assert float(m.group(1)) == pytest.approx(float(vit[1].split("\t")[3]), abs=0.01)
-    assert "H-0\t" in r.stdout
+    wer, stdout = fairseq_generate(corpus, trained, "test", batch_size=8)
+    assert wer == pytest.approx(float(vit[1].split("\t")[3]), abs=0.01)
+    assert "H-0\t" in stdout
 
 
 def test_decode_scores_every_utterance(trained, corpus, tmp_path):
