@@ -225,3 +225,26 @@ def test_hubert_shipped_config_has_the_shipped_wav2vec2_shape(corpus, km_labels,
     assert a == b
     ta, tb = target_weights(hub["model"], DEFAULT_PATTERN), target_weights(w2v["model"], DEFAULT_PATTERN)
     assert {k: tuple(v.shape) for k, v in ta.items()} == {k: tuple(v.shape) for k, v in tb.items()} and len(ta) == 36
+
+
+def test_sweep_runs_a_hubert_without_naming_its_model(corpus, hubert_pretrained, tmp_path):
+    """`parp-fairseq-sweep --pretrained HUBERT.pt` finetunes with parp_hubert_ctc by itself: dense, the OMP
+    mask of the dense model (family hubert) and the OMP point, then collect decodes them."""
+    import csv
+
+    from parp_fairseq.cli import sweep as sweep_cli
+    from parp_fairseq.pruning.maskfile import load_mask_file
+
+    work = tmp_path / "sweep"
+    assert sweep_cli.main(["run", "--workdir", str(work), "--data-root", str(corpus.parent), "--langs", corpus.name,
+                           "--pretrained", str(hubert_pretrained), "--methods", "omp", "--sparsities", "0.5",
+                           "--labels", "ltr", "--config-name", "tiny", "--", "optimization.max_update=10",
+                           "checkpoint.save_interval_updates=10", "dataset.validate_interval_updates=10"]) == 0
+    point = work / corpus.name
+    for d in ("dense_seed1", "omp_s0.5_seed1"):
+        assert torch_load(point / d / "checkpoint_last.pt")["cfg"]["model"]["_name"] == "parp_hubert_ctc", d
+    assert load_mask_file(point / "omp_mask_s0.5_seed1.pt").family == "hubert"
+    _assert_exact(torch_load(point / "omp_s0.5_seed1" / "checkpoint_last.pt"), 0.5)
+    assert sweep_cli.main(["collect", "--workdir", str(work)]) == 0
+    rows = list(csv.DictReader(open(work / "results.tsv"), delimiter="\t"))
+    assert {r["method"] for r in rows} == {"dense", "omp"}

@@ -30,7 +30,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from .._compat import console_script, hydra_train_cmd
 from ..errors import run_cli
@@ -121,6 +121,18 @@ def run(args, log=print) -> int:
         return _run_points(args, work, data_root, transfers, langs, log)
 
 
+def _ctc_model_override(pretrained: str, overrides: Sequence[str]) -> List[str]:
+    """``["model._name=parp_hubert_ctc"]`` when the pretrained checkpoint is a HuBERT (its family's plugin
+    CTC model), ``[]`` for wav2vec 2.0 / data2vec or when the overrides name a model themselves."""
+    from ..checkpoints import encoder_family, load_checkpoint
+    from ..models.families import DEFAULT_CTC, ctc_models
+
+    if any(o.lstrip("+").startswith("model._name=") for o in overrides):
+        return []
+    name = ctc_models(encoder_family(load_checkpoint(pretrained)))[0]
+    return [f"model._name={name}"] if name != DEFAULT_CTC[0] else []
+
+
 def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int:
     from . import mask as mask_cli
 
@@ -133,9 +145,11 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
             "pretrained": str(Path(args.pretrained).resolve())}
     atomic_write_text(work / "sweep.json", json.dumps(meta, indent=1) + "\n")
 
+    model_name = _ctc_model_override(meta["pretrained"], args.overrides)
+
     def common(lang: str, seed: int) -> List[str]:
         return [f"task.data={data_root / lang}", f"task.labels={args.labels}", f"model.w2v_path={meta['pretrained']}",
-                f"common.seed={seed}", *dist, *args.overrides]
+                f"common.seed={seed}", *model_name, *dist, *args.overrides]
 
     rank = [f"model.pruning.ranking={args.ranking}"] if args.ranking else []
     gran = args.granularity if args.granularity != "weight" else ""
