@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import hydra_train
+from conftest import fairseq_generate, hydra_train
 from test_reliability import _one_line_error
 from parp_fairseq.safe_load import torch_load
 
@@ -82,17 +82,11 @@ def test_sliced_model_has_the_masked_logits_and_fewer_parameters(corpus, parp_ne
 
 
 def test_fairseq_generate_on_a_sliced_model(corpus, parp_neuron_head, tmp_path):
-    import parp_fairseq
-
     out = tmp_path / "sliced.pt"
     assert _export(parp_neuron_head, out, "--slice").returncode == 0
-    r = subprocess.run(["fairseq-generate", str(corpus), "--user-dir", parp_fairseq.USER_DIR, "--task",
-                        "parp_audio_finetuning", "--labels", "ltr", "--path", str(out), "--gen-subset", "valid",
-                        "--scoring", "wer", "--post-process", "letter", "--batch-size", "8", "--cpu"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _, stdout = fairseq_generate(corpus, out, "valid", batch_size=8)
     n = sum(1 for _ in open(corpus / "valid.tsv")) - 1
-    assert sum(ln.startswith("H-") for ln in r.stdout.splitlines()) == n
+    assert sum(ln.startswith("H-") for ln in stdout.splitlines()) == n
 
 
 def test_equal_widths_slice_to_a_stock_checkpoint_loadable_without_the_plugin(corpus, pretrained, tmp_path):
