@@ -2,10 +2,12 @@
 
 import csv
 import os
+import re
 
 import pytest
 
 from parp_fairseq.cli import sweep as sweep_cli
+from parp_fairseq.decoding import lm as lm_cli
 
 
 def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, capsys):
@@ -29,8 +31,17 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     assert (work / "aa/parp_s0.5_seed1/checkpoint_last.pt").stat().st_mtime_ns == stamp
 
     results_md = tmp_path / "RESULTS.md"
-    assert sweep_cli.main(["collect", "--workdir", str(work), "--results-md", str(results_md)]) == 0
-    rows = list(csv.DictReader(open(work / "results.tsv"), delimiter="\t"))
+    lm = tmp_path / "lm"
+    assert lm_cli.main(["--text", str(corpus / "train.wrd"), "--order", "2", "--out-dir", str(lm)]) == 0
+    assert sweep_cli.main(["collect", "--workdir", str(work), "--results-md", str(results_md),
+                           "--lm", str(lm / "lm.bin"), "--lexicon", str(lm / "lexicon.txt")]) == 0
+    all_rows = list(csv.DictReader(open(work / "results.tsv"), delimiter="\t"))
+    rows = [r for r in all_rows if r["decoder"] == "viterbi"]
+    # every point decoded twice: Viterbi and the KenLM lexicon beam search (its own results folder)
+    kenlm = [r for r in all_rows if r["decoder"] == "kenlm"]
+    assert len(kenlm) == len(rows) == 6
+    assert (work / "aa/omp_s0.5_seed1/decode/test_kenlm_w2_s-1/summary.tsv").exists()
+    assert all(float(r["WER"]) >= 0 for r in kenlm)
     assert {(r["lang"], r["method"]) for r in rows} == {
         ("aa", "dense"), ("aa", "omp"), ("aa", "parp"), ("bb", "dense"), ("bb", "parp_transfer")}
     for r in rows:
@@ -39,10 +50,26 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
         assert 0.0 <= float(r["unit_error"]) and os.path.exists(r["checkpoint"])
     assert {r["mask_from"] for r in rows if r["method"] == "parp_transfer"} == {"aa", "bb"}
     assert "| aa | " in (work / "transfer.md").read_text()
-    for png in ("aa_vs_sparsity.png", "bb_vs_sparsity.png", "layer_sparsity.png"):
+    for png in ("aa_vs_sparsity.png", "bb_vs_sparsity.png", "aa_wer_kenlm_vs_sparsity.png", "layer_sparsity.png",
+                "dense_curve.png"):
         assert (work / png).stat().st_size > 1000, png
     text = results_md.read_text()
     assert "parp-fairseq-sweep" in text and "| omp | 0.5 |" in text
+    assert "aa viterbi | aa kenlm |" in text and "lm weight 2" in text
+    # the dense curves: valid uer at updates 20 (the validation interval) of both languages' dense runs
+    curve = list(csv.DictReader(open(work / "dense_curve.tsv"), delimiter="\t"))
+    assert {(r["label"], r["num_updates"]) for r in curve} == {("aa dense", "20"), ("bb dense", "20")}
+    logged = [ln for ln in (work / "aa/dense_seed1/train.log").read_text().splitlines() if "][valid]" in ln]
+    uer = float(re.search(r"\| uer ([0-9.]+)", logged[-1]).group(1))
+    assert float([r for r in curve if r["label"] == "aa dense"][0]["uer"]) == pytest.approx(uer, abs=1e-4)
+    # several work folders in one plot (a learning-rate sweep); a bad one is one clear error
+    out = tmp_path / "curves.png"
+    assert sweep_cli.main(["curves", f"first={work}", str(work), "--lang", "aa", "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    assert {r["label"] for r in csv.DictReader(open(tmp_path / "curves.tsv"), delimiter="\t")} == {"first", "sweep"}
+    assert sweep_cli.main(["curves", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    # KenLM decoding needs both files, and letters
+    assert sweep_cli.main(["collect", "--workdir", str(work), "--lm", str(lm / "lm.bin")]) == 2
 
 
 def test_sweep_bad_input(tmp_path, pretrained, capsys):

@@ -3,7 +3,8 @@
     parp-fairseq-sweep run --workdir exp/sweep --data-root data/small --pretrained PT.pt \
         --langs nl es --methods omp parp imp s3router_p --sparsities 0.5 0.8 --seeds 1 \
         --transfer nl:es es:nl -- optimization.max_update=400
-    parp-fairseq-sweep collect --workdir exp/sweep [--results-md RESULTS.md]
+    parp-fairseq-sweep collect --workdir exp/sweep [--results-md RESULTS.md] [--lm LM.bin --lexicon LEX]
+    parp-fairseq-sweep curves lr1e-3=exp/lr1e-3 lr2e-3=exp/lr2e-3 --out exp/lr_curves.png
 
 ``run`` trains every point with ``fairseq-hydra-train`` (``configs/finetune/<config-name>``), one run
 folder per point named by its settings (``<lang>/<method>_s<sparsity>_seed<seed>``; the dense model of
@@ -16,9 +17,14 @@ same-language reference). With CUDA the world size is every visible GPU (``WORLD
 
 ``collect`` decodes every finished point (Viterbi; test split, and where the language has them the
 ``test_spk`` split of a real task's held-out speakers and the ``real`` recorded split), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
-``transfer.tsv/md``, ``<lang>_vs_sparsity.png`` (error vs sparsity per method, dense as a reference
-line), ``layer_sparsity.png`` (which layers each method prunes most) and, with ``--results-md``, a
-section of that file with the exact commands that produced them.
+``transfer.tsv/md``, ``<lang>_vs_sparsity.png`` (error vs sparsity per method, mean +- std error bars
+over seeds, dense as a reference line with its std band), ``layer_sparsity.png`` (which layers each
+method prunes most), ``dense_curve.{png,tsv}`` (the dense baselines' validation UER over updates: has
+the reference converged?) and, with ``--results-md``, a section of that file with the exact commands
+that produced them. With ``--lm`` and ``--lexicon`` (letter sweeps) every point is also decoded by the
+KenLM lexicon beam search: ``decoder=kenlm`` rows, a WER table of both decoders and
+``<lang>_wer_kenlm_vs_sparsity.png``. ``curves`` puts the dense curves of several work folders in one
+plot (a learning-rate sweep).
 
 Methods: dense omp mpi random parp imp s3router s3router_p (see configs/finetune/pruning/).
 """
@@ -30,7 +36,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .._compat import console_script, hydra_train_cmd
 from ..errors import run_cli
@@ -273,43 +279,106 @@ def _point_stats(p: Dict, slice_: bool, log) -> None:
         p["params"] = sum(v.numel() for k, v in sliced["model"].items() if k.startswith(_LAYERS))
 
 
-def _decode(p: Dict, data: Path, split: str) -> Dict:
+def _decode(p: Dict, data: Path, split: str, lm: Optional[Dict] = None) -> Dict:
+    """Decode one point on one split (Viterbi, or with ``lm`` = {lm, lexicon, lm_weight, word_score} the
+    KenLM lexicon beam search); results are kept beside the point and reused while its checkpoint and
+    the decoder settings are unchanged."""
     from . import decode as decode_cli
 
     ckpt = p.get("decoded", p["checkpoint"])
-    out = p["dir"] / "decode" / f"{split}_viterbi{'_sliced' if ckpt != p['checkpoint'] else ''}"
+    tag = "viterbi" if lm is None else f"kenlm_w{lm['lm_weight']:g}_s{lm['word_score']:g}"
+    out = p["dir"] / "decode" / f"{split}_{tag}{'_sliced' if ckpt != p['checkpoint'] else ''}"
+    extra = [] if lm is None else ["--decoder", "kenlm", "--lm", lm["lm"], "--lexicon", lm["lexicon"],
+                                   "--lm-weight", f"{lm['lm_weight']:g}", "--word-score", f"{lm['word_score']:g}"]
     if not decode_cli.results_are_current(out, ckpt):  # none yet, or of an older checkpoint
         if decode_cli.main(["--checkpoint", str(ckpt), "--data", str(data), "--split", split,
-                            "--results-dir", str(out)]) != 0:
+                            "--results-dir", str(out), *extra]) != 0:
             raise RuntimeError(f"decoding {ckpt} on {split} failed")
     return decode_cli.read_summary(out)[0]
 
 
-def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path) -> None:
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    m = sum(values) / len(values)
+    sd = (sum((x - m) ** 2 for x in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return m, sd
+
+
+def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path, decoder: str = "viterbi",
+                      metric: str = "unit_error") -> None:
+    """Test error vs sparsity per method: mean over seeds with +- one standard deviation error bars,
+    dense as a line with its +- std band."""
     from ..reporting import pyplot
 
     plt = pyplot()
 
-    sel = [r for r in rows if r["lang"] == lang and r["split"] == "test"]
+    sel = [r for r in rows if r["lang"] == lang and r["split"] == "test" and r["decoder"] == decoder]
     fig, ax = plt.subplots(figsize=(6, 4))
-    dense = [r["unit_error"] for r in sel if r["method"] == "dense"]
+    dense = [r[metric] for r in sel if r["method"] == "dense"]
     if dense:
-        ax.axhline(sum(dense) / len(dense), color="k", ls="--", lw=1, label="dense")
+        m, sd = mean_std(dense)
+        ax.axhline(m, color="k", ls="--", lw=1, label=f"dense (n={len(dense)})")
+        if sd:
+            ax.axhspan(m - sd, m + sd, color="k", alpha=0.08)
     for method in sorted({r["method"] for r in sel} - {"dense", "parp_transfer"}):  # transfer: own table
-        pts = sorted((r["target_sparsity"], r["unit_error"]) for r in sel if r["method"] == method)
         by_s: Dict[float, List[float]] = {}
-        for s, e in pts:
-            by_s.setdefault(s, []).append(e)
+        for r in sel:
+            if r["method"] == method:
+                by_s.setdefault(r["target_sparsity"], []).append(r[metric])
         xs = sorted(by_s)
-        ax.plot(xs, [sum(by_s[x]) / len(by_s[x]) for x in xs], marker="o", label=method)
+        stats = [mean_std(by_s[x]) for x in xs]
+        n = sorted({len(by_s[x]) for x in xs})
+        ax.errorbar(xs, [m for m, _ in stats], yerr=[sd for _, sd in stats], marker="o", capsize=3,
+                    label=f"{method} (n={'/'.join(map(str, n))})")
     ax.set_xlabel("sparsity (fraction removed)")
-    ax.set_ylabel(f"test {unit} (%)")
-    ax.set_title(f"{lang}: {unit} vs sparsity (mean over seeds)")
+    what = unit if metric == "unit_error" else "WER"
+    ax.set_ylabel(f"test {what} (%), {decoder}")
+    ax.set_title(f"{lang}: {what} vs sparsity (mean +- std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def dense_curves(series: Dict[str, List[Path]], metric: str, path: Path, tsv: Optional[Path] = None) -> int:
+    """Validation ``metric`` (fairseq's valid summaries, e.g. ``uer`` or ``loss``) over updates of
+    training runs: ``series`` maps a label to its run folders (one per seed, each with the ``train.log``
+    that ``run`` writes); one line per label, mean +- std over its runs where all have the update.
+    Writes ``path`` (PNG) and ``tsv`` (label, run, num_updates, value); returns the number of curves."""
+    from ..reporting import fairseq_log_curve, pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lines, n = [], 0
+    for label, dirs in series.items():
+        per_run = {}
+        for d in dirs:
+            if (d / "train.log").exists():
+                pts = {u: v for split, u, v in fairseq_log_curve(d / "train.log", metric) if split == "valid"}
+                if pts:
+                    per_run[d] = pts
+                    lines += [f"{label}\t{d.name}\t{u}\t{v:.4f}\n" for u, v in sorted(pts.items())]
+        if not per_run:
+            continue
+        ups = sorted(set.intersection(*(set(p) for p in per_run.values())))
+        stats = [mean_std([p[u] for p in per_run.values()]) for u in ups]
+        ax.errorbar(ups, [m for m, _ in stats], yerr=[sd for _, sd in stats], marker="o", ms=3, capsize=2,
+                    label=f"{label} (n={len(per_run)})")
+        n += 1
+    ax.set_xlabel("updates")
+    ax.set_ylabel(f"valid {metric}")
+    ax.set_title(f"validation {metric} over updates (mean +- std over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    if n:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if n:
+        fig.savefig(path, dpi=110)
+        if tsv is not None:
+            atomic_write_text(tsv, "label\trun\tnum_updates\t" + metric + "\n" + "".join(lines))
+    plt.close(fig)
+    return n
 
 
 def _layer_plot(points: List[Dict], path: Path) -> Optional[str]:
@@ -334,6 +403,43 @@ def _layer_plot(points: List[Dict], path: Path) -> Optional[str]:
     return f"{lang} at sparsity {top:g}"
 
 
+def _lm_settings(args, meta: Dict) -> Optional[Dict]:
+    """``collect --lm/--lexicon``: checked before any decoding (letters only: a word LM needs words)."""
+    if not getattr(args, "lm", None) and not getattr(args, "lexicon", None):
+        return None
+    if not (args.lm and args.lexicon):
+        raise ValueError("KenLM decoding needs both --lm and --lexicon (parp-fairseq-lm builds them)")
+    for opt, path in (("--lm", args.lm), ("--lexicon", args.lexicon)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{opt} {path} does not exist; build the LM and lexicon with parp-fairseq-lm")
+    if meta.get("labels", "ltr") != "ltr":
+        raise ValueError(f"--lm decodes words from letters, but this sweep was trained on {meta['labels']!r} "
+                         "labels; run the sweep with --labels ltr")
+    return {"lm": str(Path(args.lm).resolve()), "lexicon": str(Path(args.lexicon).resolve()),
+            "lm_weight": args.lm_weight, "word_score": args.word_score}
+
+
+def curves(args, log=print) -> int:
+    """``curves``: the dense validation curves of several sweep work folders in one plot (e.g. a
+    learning-rate sweep: one work folder per rate)."""
+    series = {}
+    for w in args.workdirs:
+        label, _, path = w.rpartition("=") if "=" in w else (Path(w).name, "", w)
+        work = Path(path)
+        if not work.is_dir():
+            raise FileNotFoundError(f"{work} does not exist; run `parp-fairseq-sweep run` first")
+        dirs = [p["dir"] for p in _points(work) if p["method"] == "dense" and (args.lang in (None, p["lang"]))]
+        if not dirs:
+            raise FileNotFoundError(f"no finished dense points under {work}")
+        series[label] = dirs
+    out = Path(args.out)
+    n = dense_curves(series, args.metric, out, out.with_suffix(".tsv"))
+    if not n:
+        raise ValueError(f"no validation {args.metric!r} found in the train.log of those runs")
+    log(f"[sweep] wrote {out} and {out.with_suffix('.tsv')} ({n} curves)")
+    return 0
+
+
 def collect(args, log=print) -> int:
     work = Path(args.workdir).resolve()
     if not work.is_dir():
@@ -350,6 +456,7 @@ def _collect(args, work: Path, log) -> int:
     if not points:
         raise FileNotFoundError(f"no finished sweep points under {work}; run `parp-fairseq-sweep run` first")
     data_root = Path(meta.get("data_root", args.data_root or ""))
+    lm = _lm_settings(args, meta)
     rows = []
     from tqdm import tqdm
 
@@ -360,13 +467,15 @@ def _collect(args, work: Path, log) -> int:
         for split in SPLITS:
             if not (data / f"{split}.tsv").exists():
                 continue
-            r = _decode(p, data, split)
-            unit = [k for k in r if k in ("PER", "CER", "UER")][0]
-            rows.append({"lang": p["lang"], "method": p["method"], "mask_from": p["src"] or "-",
-                         "target_sparsity": p["target_sparsity"], "actual_sparsity": actual, "seed": p["seed"],
-                         "split": split, "decoder": "viterbi", "WER": r["WER"], "unit": unit,
-                         "unit_error": float(r[unit]), "transformer_params": p["params"],
-                         "checkpoint": str(p["decoded"])})
+            for decoder in ("viterbi", "kenlm") if lm else ("viterbi",):
+                r = _decode(p, data, split, lm if decoder == "kenlm" else None)
+                unit = [k for k in r if k in ("PER", "CER", "UER")][0]
+                rows.append({"lang": p["lang"], "method": p["method"], "mask_from": p["src"] or "-",
+                             "target_sparsity": p["target_sparsity"], "actual_sparsity": actual, "seed": p["seed"],
+                             "split": split, "decoder": decoder, "unit": unit,
+                             "WER": float(r["WER"]) if r["WER"] != "-" else "-",
+                             "unit_error": float(r[unit]), "transformer_params": p["params"],
+                             "checkpoint": str(p["decoded"])})
     cols = ["lang", "method", "mask_from", "target_sparsity", "actual_sparsity", "seed", "split", "decoder", "WER",
             "unit", "unit_error", "transformer_params", "checkpoint"]
     atomic_write_text(work / "results.tsv", "\t".join(cols) + "\n" + "".join(
@@ -385,19 +494,29 @@ def _collect(args, work: Path, log) -> int:
           "| method | sparsity | " + " | ".join(lg if split == "test" else f"{lg} {split}" for split, lg in columns)
           + " |", "|---|---|" + "---|" * len(columns)]
 
-    def mean(method, s, lang, split):
-        v = [r["unit_error"] for r in rows if (r["method"], r["target_sparsity"], r["lang"], r["split"]) ==
-             (method, s, lang, split)]
+    def mean(method, s, lang, split, decoder="viterbi", metric="unit_error"):
+        v = [float(r[metric]) for r in rows if (r["method"], r["target_sparsity"], r["lang"], r["split"],
+                                                 r["decoder"]) == (method, s, lang, split, decoder)
+             and r[metric] != "-"]
         if not v:
             return "-"
-        m = sum(v) / len(v)
-        if len(v) == 1:
-            return f"{m:.1f}"
-        sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
-        return f"{m:.1f} +- {sd:.1f} (n={len(v)})"
+        m, sd = mean_std(v)
+        return f"{m:.1f}" if len(v) == 1 else f"{m:.1f} +- {sd:.1f} (n={len(v)})"
 
     for method, s in keyset:
         md.append(f"| {method} | {s:g} | " + " | ".join(mean(method, s, lg, split) for split, lg in columns) + " |")
+    if any(r["WER"] != "-" for r in rows):  # letters: word error rates, Viterbi and (with --lm) KenLM
+        decoders = ["viterbi", "kenlm"] if lm else ["viterbi"]
+        wcols = [(split, lg, dec) for split, lg in columns for dec in decoders]
+        md += ["", "WER (%), mean +- std over seeds" + (
+            f"; KenLM: {Path(lm['lm']).name} + lexicon, lm weight {lm['lm_weight']:g}, word score "
+            f"{lm['word_score']:g}" if lm else "") + ".", "",
+            "| method | sparsity | " + " | ".join(f"{lg}{'' if split == 'test' else ' ' + split} {dec}"
+                                               for split, lg, dec in wcols) + " |",
+            "|---|---|" + "---|" * len(wcols)]
+        for method, s in keyset:
+            md.append(f"| {method} | {s:g} | " + " | ".join(mean(method, s, lg, split, dec, "WER")
+                                                          for split, lg, dec in wcols) + " |")
     tr = [r for r in rows if r["method"] == "parp_transfer" and r["split"] == "test"]
     if tr:
         srcs = sorted({r["mask_from"] for r in tr})
@@ -420,19 +539,29 @@ def _collect(args, work: Path, log) -> int:
         atomic_write_text(work / "transfer.tsv", "mask_from\tfinetuned_on\ttarget_sparsity\tseed\tunit_error\n" + "".join(
             f"{r['mask_from']}\t{r['lang']}\t{r['target_sparsity']:g}\t{r['seed']}\t{r['unit_error']:.4f}\n" for r in tr))
         md += ["", "### Cross-lingual mask transfer", ""] + tmd
+    plots = []
     for lang in langs:
         _plot_vs_sparsity(rows, lang, unit, work / f"{lang}_vs_sparsity.png")
+        plots.append(f"{lang}_vs_sparsity.png")
+        if lm:
+            _plot_vs_sparsity(rows, lang, unit, work / f"{lang}_wer_kenlm_vs_sparsity.png", "kenlm", "WER")
+            plots.append(f"{lang}_wer_kenlm_vs_sparsity.png")
+    # the dense baselines' validation curves: has the reference converged?
+    dense_dirs = {lg: [p["dir"] for p in points if p["lang"] == lg and p["method"] == "dense"] for lg in langs}
+    if dense_curves({f"{lg} dense": d for lg, d in dense_dirs.items() if d}, "uer", work / "dense_curve.png",
+                    work / "dense_curve.tsv"):
+        plots.append("dense_curve.png")
     which = _layer_plot(points, work / "layer_sparsity.png")
     text = "\n".join(md) + "\n"
     atomic_write_text(work / "results.md", text)
     log(text)
-    log(f"[sweep] wrote {work}/results.tsv, results.md, " + ", ".join(f"{lg}_vs_sparsity.png" for lg in langs)
+    log(f"[sweep] wrote {work}/results.tsv, results.md, " + ", ".join(plots)
         + (f", layer_sparsity.png ({which})" if which else ""))
     if args.results_md:
         cmds = [*meta.get("commands", []), *([meta["command"]] if meta.get("command") else []),
                 "parp-fairseq-sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])]
         section = "\n".join([f"## Sweep: {work.name}", "", "```", *cmds, "```", "", text,
-                             f"Plots: {', '.join(f'`{work.name}/{lg}_vs_sparsity.png`' for lg in langs)}"
+                             f"Plots: {', '.join(f'`{work.name}/{png}`' for png in plots)}"
                              + (f", `{work.name}/layer_sparsity.png`" if which else ""), ""])
         update_markdown_section(args.results_md, f"sweep_{work.name}", section, title="# Results\n")
         log(f"[sweep] updated {args.results_md}")
@@ -476,9 +605,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("--slice", action="store_true",
                    help="decode structured points as sliced models (parp-fairseq-export --slice); the "
                         "transformer_params column then counts the smaller model's parameters")
+    c.add_argument("--lm", default=None, help="KenLM word LM (binary or ARPA): also decode with the lexicon "
+                                              "beam search (letters only); WER table and plot per decoder")
+    c.add_argument("--lexicon", default=None, help="wav2letter lexicon for --lm")
+    c.add_argument("--lm-weight", type=float, default=2.0)
+    c.add_argument("--word-score", type=float, default=-1.0)
+    v = sub.add_parser("curves", help="dense validation curves of several work folders in one plot")
+    v.add_argument("workdirs", nargs="+", metavar="[LABEL=]WORKDIR")
+    v.add_argument("--out", required=True, help="PNG to write (and the same name .tsv)")
+    v.add_argument("--metric", default="uer", help="a fairseq valid metric: uer, wer, loss")
+    v.add_argument("--lang", default=None, help="only this language's dense runs")
     args = ap.parse_args(argv)
-    return run_cli("parp-fairseq-sweep", lambda: run(args) if args.cmd == "run" else collect(args),
-                   extra=(RuntimeError,))
+    cmd = {"run": run, "collect": collect, "curves": curves}[args.cmd]
+    return run_cli("parp-fairseq-sweep", lambda: cmd(args), extra=(RuntimeError,))
 
 
 if __name__ == "__main__":
