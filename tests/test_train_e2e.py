@@ -193,9 +193,9 @@ def test_imp_rounds_nest_and_reach_target(corpus, pretrained, finetuned, tmp_pat
     assert r2.returncode == 0 and "running: fairseq-hydra-train" not in r2.stdout
 
 
-@pytest.mark.parametrize("config", ["base_10m", "base_1h", "base_10h"])
+@pytest.mark.parametrize("config", ["base_10m", "base_1h", "base_10h", "study"])
 def test_stock_mirror_configs_compose_and_train(corpus, pretrained, tmp_path, config):
-    """The base_* mirrors run as they are, with only the CPU / tiny-model overrides."""
+    """The base_* mirrors and the study recipe run as they are, with only the CPU / tiny-model overrides."""
     hydra_train("configs/finetune", config, tmp_path, f"task.data={corpus}", f"model.w2v_path={pretrained}",
                 "pruning=parp", "model.pruning.sparsity=0.3", "common.cpu=true", "common.fp16=false",
                 "distributed_training.distributed_world_size=1", "dataset.num_workers=0",
