@@ -6,6 +6,7 @@
     parp-fairseq-corpus build --out data/pretrain --tier pretrain    # >= 20 h, flite/festival voices
     parp-fairseq-corpus check data/small/en --labels ltr phn         # manifests, audio, labels
     parp-fairseq-corpus info data/small                              # sizes, hours, speakers
+    parp-fairseq-corpus subset data/full/en --hours 0.1667 --out data/full/en_10min   # 10 min of labels
     parp-fairseq-corpus hubert-labels data/full/pretrain --out data/full/km100 --clusters 100
                                      # HuBERT frame labels: MFCC -> k-means (fairseq's simple_kmeans)
 
@@ -140,6 +141,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     h.add_argument("--splits", nargs="+", default=["train", "valid"])
     h.add_argument("--seed", type=int, default=1)
     h.add_argument("--max-frames", type=int, default=200_000, help="training frames the k-means is fitted on")
+    s = sub.add_parser("subset", help="a low-resource copy of a task: at most --hours of its labelled train audio")
+    s.add_argument("data", help="a language / task folder (train.tsv + labels)")
+    s.add_argument("--hours", type=float, required=True, help="labelled audio to keep (10 min = 0.1667)")
+    s.add_argument("--out", required=True, help="new folder (the other splits and dictionaries are copied)")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--split", default="train")
     args = ap.parse_args(argv)
     return run_cli("parp-fairseq-corpus", lambda: _run(args))
 
@@ -149,6 +156,11 @@ def _run(args) -> int:
         return build(args)
     if args.cmd == "hubert-labels":
         return hubert_labels(args)
+    if args.cmd == "subset":
+        from ..data.manifest import labelled_subset
+
+        labelled_subset(Path(args.data), Path(args.out), args.hours, args.seed, args.split)
+        return 0
     if args.cmd == "info":
         info(Path(args.data))
         return 0

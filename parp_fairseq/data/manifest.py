@@ -120,3 +120,58 @@ def check_labels(data: Path, split: str, label: str, allow_unknown: bool = False
     return check_label_file(data / f"{split}.tsv", data / f"{split}.{label}", symbols, allow_unknown)
 
 
+
+
+LABEL_EXTS = ("wrd", "ltr", "phn", "km")
+
+
+def labelled_subset(src: Path, out: Path, hours: float, seed: int = 1, split: str = "train",
+                    log=print) -> Tuple[int, float]:
+    """A low-resource copy of the task in ``src`` (the 10-minute / 1-hour label settings of the papers):
+    ``out/<split>.tsv`` and its label files keep a seeded random subset of ``src/<split>`` of at most
+    ``hours`` of audio (at least one utterance); every other file (other splits, dictionaries, lexicon,
+    LM text, speaker tables) is copied unchanged, so the output layer is the same as with all labels.
+    Manifests keep their audio root: no audio is copied. Returns (utterances, hours) of the subset."""
+    import shutil
+
+    import numpy as np
+
+    from ..fsutil import output_dir
+
+    src, out = Path(src), Path(out)
+    if not hours > 0:
+        raise ValueError(f"--hours {hours}: the labelled audio to keep must be > 0 hours")
+    tsv = src / f"{split}.tsv"
+    lines = _read_lines(tsv, "a manifest")
+    if len(lines) < 2:
+        raise CorpusError(f"{tsv} lists no audio; build the corpus with parp-fairseq-corpus build")
+    rows = lines[1:]
+    labels = {ext: _read_lines(src / f"{split}.{ext}", "label files") for ext in LABEL_EXTS
+              if (src / f"{split}.{ext}").exists()}
+    for ext, lab in labels.items():
+        if len(lab) != len(rows):
+            raise CorpusError(f"{src}/{split}.{ext} has {len(lab)} lines for {len(rows)} manifest entries")
+    total = sum(int(r.split("\t")[1]) for r in rows) / SAMPLE_RATE / 3600
+    if hours >= total:
+        raise ValueError(f"--hours {hours:g} is not below the {total:.3f} h of {tsv}: nothing to leave out")
+    keep, acc = [], 0.0
+    for i in np.random.default_rng(seed).permutation(len(rows)):
+        h = int(rows[i].split("\t")[1]) / SAMPLE_RATE / 3600
+        if keep and acc + h > hours:
+            continue
+        keep.append(int(i))
+        acc += h
+    keep.sort()  # manifest order, so labels stay aligned and runs are reproducible
+    with output_dir(out, "parp-fairseq-corpus subset") as tmp:
+        for p in sorted(src.iterdir()):
+            if p.is_file() and not p.name.startswith(".") and p.name.split(".")[0] != split:
+                shutil.copy2(p, tmp / p.name)
+        (tmp / f"{split}.tsv").write_text(lines[0] + "\n" + "".join(rows[i] + "\n" for i in keep), encoding="utf-8")
+        for ext, lab in labels.items():
+            (tmp / f"{split}.{ext}").write_text("".join(lab[i] + "\n" for i in keep), encoding="utf-8")
+        (tmp / "subset.json").write_text(
+            f'{{"source": "{src.resolve()}", "split": "{split}", "hours_asked": {hours}, "hours": {acc:.4f}, '
+            f'"utterances": {len(keep)}, "of": {len(rows)}, "seed": {seed}}}\n', encoding="utf-8")
+    log(f"[corpus] {out}: {split} = {len(keep)} of {len(rows)} utterances, {acc * 60:.1f} min of "
+        f"{total * 60:.1f} (seed {seed}); other splits and dictionaries as in {src}")
+    return len(keep), acc
