@@ -116,3 +116,54 @@ def test_analyze_mpi_vs_omp(tmp_path):
     assert float(rows[1][2]) == pytest.approx(iou(mpi, omp), abs=1e-4)
     assert float(rows[1][2]) > 2 * float(rows[1][4])  # far above random (1/3 at 50 %)
     assert "MPI vs OMP" in (out / "summary.md").read_text()
+
+
+def test_iou_vs_sparsity_within_across_conditions_and_mpi(finetuned, pretrained, tmp_path, capsys):
+    """--sparsities: OMP masks of finetuned checkpoints at every sparsity, same-condition pairs (seeds),
+    cross-condition pairs, MPI vs OMP, and the random expectation k^2 / (2k - k^2)."""
+    import csv
+
+    from parp_fairseq.checkpoints import load_checkpoint
+    from parp_fairseq.cli import mask as mask_cli
+    from parp_fairseq.fsutil import atomic_torch_save
+
+    # a second "language": the finetuned model with its transformer weights perturbed
+    state = load_checkpoint(finetuned)
+    g = torch.Generator().manual_seed(0)
+    for k, v in state["model"].items():
+        if ".encoder.layers." in k and k.endswith("weight") and v.dim() == 2:
+            state["model"][k] = v + 0.5 * v.std() * torch.randn(v.shape, generator=g)
+    other = tmp_path / "other.pt"
+    atomic_torch_save(state, other)
+    out = tmp_path / "iou_s"
+    args = ["--sparsities", "0.2", "0.6", "--mpi", str(pretrained), "--out", str(out),
+            "--masks", f"aa_1={finetuned}", f"aa_2={finetuned}", f"bb={other}"]
+    assert analyze_cli.main(args) == 0
+    rows = {(r["sparsity"], r["pairs"]): r for r in csv.DictReader(open(out / "iou_vs_sparsity.tsv"), delimiter="\t")}
+    for s in ("0.2", "0.6"):
+        k = 1 - float(s)
+        assert float(rows[(s, "same")]["mean_iou"]) == pytest.approx(1.0)  # the same weights: the same mask
+        assert int(rows[(s, "cross")]["n"]) == 2 and int(rows[(s, "mpi")]["n"]) == 3
+        assert float(rows[(s, "random")]["mean_iou"]) == pytest.approx(k * k / (2 * k - k * k), abs=1e-4)
+        assert float(rows[(s, "random")]["mean_iou"]) < float(rows[(s, "cross")]["mean_iou"]) < 1.0
+    # the pair table agrees with a mask computed by parp-fairseq-mask
+    mpi_file, omp_file = tmp_path / "mpi.pt", tmp_path / "omp.pt"
+    assert mask_cli.main(["mpi", "--checkpoint", str(pretrained), "--sparsity", "0.6", "--out", str(mpi_file)]) == 0
+    assert mask_cli.main(["omp", "--checkpoint", str(finetuned), "--sparsity", "0.6", "--out", str(omp_file)]) == 0
+    from parp_fairseq.pruning.maskfile import load_mask_file
+
+    want = A.iou(load_mask_file(mpi_file).masks, load_mask_file(omp_file).masks)
+    pair = [r for r in csv.DictReader(open(out / "iou_pairs.tsv"), delimiter="\t")
+            if (r["sparsity"], r["a"], r["b"]) == ("0.6", "mpi", "aa_1")][0]
+    assert float(pair["iou"]) == pytest.approx(want, abs=1e-4)
+    assert (out / "iou_vs_sparsity.png").stat().st_size > 1000
+    assert "| 0.6 |" in (out / "iou_vs_sparsity.md").read_text()
+    # bad input: one clear error each
+    capsys.readouterr()
+    assert analyze_cli.main([*args[:1], "1.2", *args[3:]]) == 2 and "out of range" in capsys.readouterr().err
+    assert analyze_cli.main(["--mpi", str(pretrained), "--out", str(tmp_path / "x"), "--masks", f"a={finetuned}",
+                             f"b={other}"]) == 2
+    assert "--sparsities" in capsys.readouterr().err
+    assert analyze_cli.main(["--sparsities", "0.5", "--out", str(tmp_path / "y"), "--masks", f"a={pretrained}",
+                             f"b={finetuned}"]) == 2
+    assert "FINETUNED" in capsys.readouterr().err  # a pretrained checkpoint given where OMP needs a finetuned one

@@ -18,10 +18,19 @@ Inputs are mask files (``parp-fairseq-mask``) or pruned checkpoints (their masks
   the IoU of each MPI-OMP pair next to the random-mask IoU - PARP's premise that the pretrained
   model's magnitude mask is already close to the finetuned one's;
 * ``summary.md``: all tables in one page.
+
+With ``--sparsities 0.1 0.3 ... 0.9`` the inputs are FINETUNED checkpoints instead, and their OMP masks at
+each sparsity are compared within a condition (other seeds) and across conditions (other languages),
+with ``--mpi PRETRAINED`` also against the pretrained model's MPI mask, next to the random-mask IoU:
+``iou_vs_sparsity.{tsv,md,png}`` and ``iou_pairs.tsv`` (PARP Observation 1, Fig. 10-27)::
+
+    parp-fairseq-analyze --sparsities 0.1 0.3 0.5 0.7 0.9 --mpi PRETRAINED.pt --out exp/iou_vs_s \
+        --masks en_1=exp/w/en/dense_seed1/checkpoint_last.pt en_2=... nl_real_1=... nl_real_2=...
 """
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -212,6 +221,99 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
     return text
 
 
+def group_of(name: str) -> str:
+    """The language / condition of a mask name: the name without a trailing ``_<seed>`` (``nl_real_2`` ->
+    ``nl_real``, ``en_1`` -> ``en``, ``en`` -> ``en``)."""
+    return re.sub(r"_\d+$", "", name)
+
+
+def _omp_mask(path: str, sparsity: float, cmd: str = "omp") -> Dict:
+    from . import mask as mask_cli
+
+    ns = argparse.Namespace(cmd=cmd, checkpoint=path, sparsity=sparsity, ranking="global",
+                            pattern=mask_cli.DEFAULT_PATTERN, prune_bias=False, granularity="weight",
+                            group_norm="l1", remove_whole_layers=False, meta=[], keep=None)
+    return dict(mask_cli.compute(ns).masks)
+
+
+def iou_vs_sparsity(checkpoints: Dict[str, str], sparsities: List[float], out: Path,
+                    mpi: Optional[str] = None) -> str:
+    """PARP's Observation 1 over sparsities (its Fig. 10-27): the OMP masks (global magnitude ranking of
+    each FINETUNED checkpoint) at every sparsity, compared as same-condition pairs (one language, other
+    seeds), cross-condition pairs (other languages) and, with ``mpi`` (the pretrained checkpoint), MPI vs
+    each OMP mask, next to the IoU two random masks of that sparsity have (k^2 / (2k - k^2), k = kept
+    fraction). Writes ``iou_vs_sparsity.{tsv,md,png}`` and ``iou_pairs.tsv`` (every pair) into ``out``."""
+    from tqdm import tqdm
+
+    names = list(checkpoints)
+    if len(names) < 2:
+        raise ValueError("give at least two finetuned checkpoints to compare")
+    for s in sparsities:
+        if not 0.0 < s < 1.0:
+            raise ValueError(f"--sparsities: {s} is out of range; a sparsity is the fraction REMOVED, in (0, 1)")
+    groups = {n: group_of(n) for n in names}
+    kinds = [("same", "same condition, other seed"), ("cross", "other condition"), ("mpi", "MPI vs OMP"),
+             ("random", "random masks (expected)")]
+    summary, pair_rows = [], []
+    for s in tqdm(sparsities, desc="sparsities", unit="sparsity", file=sys.stderr):
+        masks = {n: _omp_mask(checkpoints[n], s) for n in names}
+        vals: Dict[str, List[float]] = {"same": [], "cross": [], "mpi": []}
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                kind = "same" if groups[a] == groups[b] else "cross"
+                v = A.iou(masks[a], masks[b])
+                vals[kind].append(v)
+                pair_rows.append((s, a, b, kind, v))
+        if mpi:
+            m = _omp_mask(mpi, s, "mpi")
+            for n in names:
+                v = A.iou(m, masks[n])
+                vals["mpi"].append(v)
+                pair_rows.append((s, "mpi", n, "mpi", v))
+        k = A.keep_fraction(masks[names[0]])
+        vals["random"] = [A.random_iou(k, k)]
+        for kind, _ in kinds:
+            if vals[kind]:
+                m_ = sum(vals[kind]) / len(vals[kind])
+                sd = (sum((x - m_) ** 2 for x in vals[kind]) / (len(vals[kind]) - 1)) ** 0.5 if len(vals[kind]) > 1 else 0.0
+                summary.append((s, kind, m_, sd, len(vals[kind])))
+    by = {(s, kind): (m_, sd, n) for s, kind, m_, sd, n in summary}
+    present = [(k, lab) for k, lab in kinds if any(kk == k for _, kk, *_ in summary)]
+    md = ["# Mask IoU vs sparsity (OMP masks, global magnitude ranking)", "",
+          "Checkpoints: " + ", ".join(f"`{n}` ({groups[n]})" for n in names) + (f"; MPI from `{mpi}`" if mpi else ""),
+          "", "IoU of kept weights, mean +- std over pairs (n = pairs):", "",
+          "| sparsity | " + " | ".join(lab for _, lab in present) + " |", "|---" * (len(present) + 1) + "|"]
+    for s in sparsities:
+        md.append(f"| {s:g} | " + " | ".join(
+            "-" if (s, k) not in by else (f"{by[(s, k)][0]:.3f}" if k == "random" else
+                                          f"{by[(s, k)][0]:.3f} +- {by[(s, k)][1]:.3f} (n={by[(s, k)][2]})")
+            for k, _ in present) + " |")
+    text = "\n".join(md) + "\n"
+    from ..reporting import pyplot
+
+    with output_dir(out, "parp-fairseq-analyze") as tmp:
+        (tmp / "iou_vs_sparsity.tsv").write_text("sparsity\tpairs\tmean_iou\tstd_iou\tn\n" + "".join(
+            f"{s:g}\t{kind}\t{m_:.4f}\t{sd:.4f}\t{n}\n" for s, kind, m_, sd, n in summary))
+        (tmp / "iou_pairs.tsv").write_text("sparsity\ta\tb\tpairs\tiou\n" + "".join(
+            f"{s:g}\t{a}\t{b}\t{kind}\t{v:.4f}\n" for s, a, b, kind, v in pair_rows))
+        (tmp / "iou_vs_sparsity.md").write_text(text)
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for k, lab in present:
+            xs = [s for s in sparsities if (s, k) in by]
+            ax.errorbar(xs, [by[(s, k)][0] for s in xs], yerr=[by[(s, k)][1] for s in xs], marker="o", capsize=3,
+                        ls="--" if k == "random" else "-", label=lab)
+        ax.set_xlabel("sparsity (fraction removed)")
+        ax.set_ylabel("IoU of kept weights")
+        ax.set_title("OMP mask IoU vs sparsity (mean +- std over pairs)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(tmp / "iou_vs_sparsity.png", dpi=110)
+        plt.close(fig)
+    return text
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="parp-fairseq-analyze", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -222,11 +324,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", required=True, help="output folder: new, empty, or an earlier output of this "
                                                   "command (whose files are replaced; nothing else is touched)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random-mask baseline")
+    ap.add_argument("--sparsities", nargs="+", type=float, default=None,
+                    help="IoU-vs-sparsity mode: --masks are FINETUNED checkpoints (NAME=PATH, NAME = condition "
+                         "plus an optional _SEED, e.g. nl_real_2); their OMP masks at each sparsity are compared "
+                         "within and across conditions (PARP Fig. 10-27)")
+    ap.add_argument("--mpi", default=None, metavar="PRETRAINED",
+                    help="with --sparsities: also the MPI mask of this pretrained checkpoint vs every OMP mask")
     args = ap.parse_args(argv)
 
     def body() -> int:
         paths = _pairs(args.masks, "--masks")
         check_output_dir(args.out, "parp-fairseq-analyze")  # before reading anything
+        if args.mpi and args.sparsities is None:
+            raise ValueError("--mpi is used with --sparsities only (give MPI mask files to --masks otherwise)")
+        if args.sparsities is not None:
+            for p in [*paths.values(), *([args.mpi] if args.mpi else [])]:
+                if not os.path.isfile(p):
+                    raise FileNotFoundError(f"{p} does not exist")
+            print(iou_vs_sparsity(paths, args.sparsities, Path(args.out), args.mpi))
+            print(f"wrote {args.out}/ (iou_vs_sparsity.tsv/md/png, iou_pairs.tsv)")
+            return 0
         masks, methods = {}, {}
         for n, p in paths.items():
             if not os.path.isfile(p):
