@@ -19,7 +19,8 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     args = ["run", "--workdir", str(work), "--data-root", str(root), "--pretrained", str(pretrained),
             "--langs", "aa", "--methods", "omp", "parp", "--sparsities", "0.5", "--labels", "ltr",
             "--config-name", "tiny", "--transfer", "aa:bb", "--", "optimization.max_update=20",
-            "checkpoint.save_interval_updates=20", "dataset.validate_interval_updates=20"]
+            "checkpoint.save_interval_updates=20", "dataset.validate_interval_updates=20",
+            "model.pruning.reprune_interval=5"]
     assert sweep_cli.main(args) == 0
     for d in ("aa/dense_seed1", "aa/omp_s0.5_seed1", "aa/parp_s0.5_seed1", "bb/dense_seed1",
               "bb/parp_from_aa_s0.5_seed1", "bb/parp_from_bb_s0.5_seed1"):
@@ -44,6 +45,9 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     assert all(float(r["WER"]) >= 0 for r in kenlm)
     assert {(r["lang"], r["method"]) for r in rows} == {
         ("aa", "dense"), ("aa", "omp"), ("aa", "parp"), ("bb", "dense"), ("bb", "parp_transfer")}
+    # PARP's own diagnostic as logged at the end of its run; "-" for methods without one
+    iou_init = {r["method"]: r["mask_iou_init"] for r in rows if r["lang"] == "aa"}
+    assert iou_init["dense"] == iou_init["omp"] == "-" and 0.0 < float(iou_init["parp"]) <= 1.0
     for r in rows:
         assert r["split"] == "test" and r["decoder"] == "viterbi" and r["unit"] == "CER"
         assert float(r["actual_sparsity"]) == pytest.approx(float(r["target_sparsity"]), abs=1e-3), r

@@ -267,6 +267,13 @@ def _point_stats(p: Dict, slice_: bool, log) -> None:
     sd = effective_weights(state["model"])
     p["params"] = sum(int(torch.count_nonzero(v)) for k, v in sd.items() if k.startswith(_LAYERS))
     p["decoded"] = p["checkpoint"]
+    # PARP / S3-Router diagnostics as logged at the end of training (fairseq train_inner lines)
+    from ..reporting import fairseq_log_curve
+
+    log_file = p["dir"] / "train.log"
+    last = [v for split, _, v in (fairseq_log_curve(log_file, "mask_iou_init") if log_file.exists() else [])
+            if split == "train"]
+    p["mask_iou_init"] = last[-1] if last else "-"
     if slice_ and str(pruning_cfg(state).get("granularity", "weight")) != "weight":
         out = p["dir"] / "sliced.pt"
         if not out.exists() or out.stat().st_mtime < Path(p["checkpoint"]).stat().st_mtime:
@@ -475,9 +482,9 @@ def _collect(args, work: Path, log) -> int:
                              "split": split, "decoder": decoder, "unit": unit,
                              "WER": float(r["WER"]) if r["WER"] != "-" else "-",
                              "unit_error": float(r[unit]), "transformer_params": p["params"],
-                             "checkpoint": str(p["decoded"])})
+                             "mask_iou_init": p["mask_iou_init"], "checkpoint": str(p["decoded"])})
     cols = ["lang", "method", "mask_from", "target_sparsity", "actual_sparsity", "seed", "split", "decoder", "WER",
-            "unit", "unit_error", "transformer_params", "checkpoint"]
+            "unit", "unit_error", "transformer_params", "mask_iou_init", "checkpoint"]
     atomic_write_text(work / "results.tsv", "\t".join(cols) + "\n" + "".join(
         "\t".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n" for r in rows))
     unit = rows[0]["unit"]
