@@ -435,9 +435,11 @@ def curves(args, log=print) -> int:
         work = Path(path)
         if not work.is_dir():
             raise FileNotFoundError(f"{work} does not exist; run `parp-fairseq-sweep run` first")
-        dirs = [p["dir"] for p in _points(work) if p["method"] == "dense" and (args.lang in (None, p["lang"]))]
+        # finished or still running (a curve is worth watching while it grows)
+        dirs = [d for d in sorted(work.glob("*/dense_seed*")) if (d / "train.log").exists()
+                and args.lang in (None, d.parent.name)]
         if not dirs:
-            raise FileNotFoundError(f"no finished dense points under {work}")
+            raise FileNotFoundError(f"no dense runs (<lang>/dense_seed*/train.log) under {work}")
         series[label] = dirs
     out = Path(args.out)
     n = dense_curves(series, args.metric, out, out.with_suffix(".tsv"))
