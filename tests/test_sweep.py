@@ -32,10 +32,15 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     assert (work / "aa/parp_s0.5_seed1/checkpoint_last.pt").stat().st_mtime_ns == stamp
 
     results_md = tmp_path / "RESULTS.md"
-    lm = tmp_path / "lm"
+    lm = tmp_path / "lm_aa"
     assert lm_cli.main(["--text", str(corpus / "train.wrd"), "--order", "2", "--out-dir", str(lm)]) == 0
-    assert sweep_cli.main(["collect", "--workdir", str(work), "--results-md", str(results_md),
-                           "--lm", str(lm / "lm.bin"), "--lexicon", str(lm / "lexicon.txt")]) == 0
+    # one LM per language ({lang} in the paths): every language's files are checked before any decoding
+    per_lang = ["--lm", str(tmp_path / "lm_{lang}" / "lm.bin"), "--lexicon", str(tmp_path / "lm_{lang}" / "lexicon.txt")]
+    capsys.readouterr()
+    assert sweep_cli.main(["collect", "--workdir", str(work), *per_lang]) == 2
+    assert "(language bb)" in capsys.readouterr().err and not (work / "results.tsv").exists()
+    os.symlink(lm, tmp_path / "lm_bb")
+    assert sweep_cli.main(["collect", "--workdir", str(work), "--results-md", str(results_md), *per_lang]) == 0
     all_rows = list(csv.DictReader(open(work / "results.tsv"), delimiter="\t"))
     rows = [r for r in all_rows if r["decoder"] == "viterbi"]
     # every point decoded twice: Viterbi and the KenLM lexicon beam search (its own results folder)

@@ -410,20 +410,29 @@ def _layer_plot(points: List[Dict], path: Path) -> Optional[str]:
     return f"{lang} at sparsity {top:g}"
 
 
-def _lm_settings(args, meta: Dict) -> Optional[Dict]:
+def _lm_settings(args, meta: Dict, langs: Sequence[str]) -> Optional[Dict]:
     """``collect --lm/--lexicon``: checked before any decoding (letters only: a word LM needs words)."""
     if not getattr(args, "lm", None) and not getattr(args, "lexicon", None):
         return None
     if not (args.lm and args.lexicon):
         raise ValueError("KenLM decoding needs both --lm and --lexicon (parp-fairseq-lm builds them)")
-    for opt, path in (("--lm", args.lm), ("--lexicon", args.lexicon)):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{opt} {path} does not exist; build the LM and lexicon with parp-fairseq-lm")
     if meta.get("labels", "ltr") != "ltr":
         raise ValueError(f"--lm decodes words from letters, but this sweep was trained on {meta['labels']!r} "
                          "labels; run the sweep with --labels ltr")
-    return {"lm": str(Path(args.lm).resolve()), "lexicon": str(Path(args.lexicon).resolve()),
-            "lm_weight": args.lm_weight, "word_score": args.word_score}
+    for opt, path in (("--lm", args.lm), ("--lexicon", args.lexicon)):
+        for lang in langs if "{lang}" in path else [None]:
+            f = Path(path.format(lang=lang) if lang else path)
+            if not f.is_file():
+                raise FileNotFoundError(f"{opt} {f} does not exist{f' (language {lang})' if lang else ''}; "
+                                        "build the LM and lexicon with parp-fairseq-lm")
+    return {"lm": args.lm, "lexicon": args.lexicon, "lm_weight": args.lm_weight, "word_score": args.word_score}
+
+
+def _lm_for(lm: Optional[Dict], lang: str) -> Optional[Dict]:
+    """The KenLM settings of one language (``{lang}`` in --lm / --lexicon filled in), absolute paths."""
+    if lm is None:
+        return None
+    return {**lm, **{k: str(Path(lm[k].format(lang=lang)).resolve()) for k in ("lm", "lexicon")}}
 
 
 def curves(args, log=print) -> int:
@@ -465,7 +474,7 @@ def _collect(args, work: Path, log) -> int:
     if not points:
         raise FileNotFoundError(f"no finished sweep points under {work}; run `parp-fairseq-sweep run` first")
     data_root = Path(meta.get("data_root", args.data_root or ""))
-    lm = _lm_settings(args, meta)
+    lm = _lm_settings(args, meta, sorted({p["lang"] for p in points}))
     rows = []
     from tqdm import tqdm
 
@@ -477,7 +486,7 @@ def _collect(args, work: Path, log) -> int:
             if not (data / f"{split}.tsv").exists():
                 continue
             for decoder in ("viterbi", "kenlm") if lm else ("viterbi",):
-                r = _decode(p, data, split, lm if decoder == "kenlm" else None)
+                r = _decode(p, data, split, _lm_for(lm, p["lang"]) if decoder == "kenlm" else None)
                 unit = [k for k in r if k in ("PER", "CER", "UER")][0]
                 rows.append({"lang": p["lang"], "method": p["method"], "mask_from": p["src"] or "-",
                              "target_sparsity": p["target_sparsity"], "actual_sparsity": actual, "seed": p["seed"],
@@ -518,7 +527,7 @@ def _collect(args, work: Path, log) -> int:
         decoders = ["viterbi", "kenlm"] if lm else ["viterbi"]
         wcols = [(split, lg, dec) for split, lg in columns for dec in decoders]
         md += ["", "WER (%), mean +- std over seeds" + (
-            f"; KenLM: {Path(lm['lm']).name} + lexicon, lm weight {lm['lm_weight']:g}, word score "
+            f"; KenLM: {lm['lm']} + lexicon, lm weight {lm['lm_weight']:g}, word score "
             f"{lm['word_score']:g}" if lm else "") + ".", "",
             "| method | sparsity | " + " | ".join(f"{lg}{'' if split == 'test' else ' ' + split} {dec}"
                                                for split, lg, dec in wcols) + " |",
@@ -615,8 +624,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="decode structured points as sliced models (parp-fairseq-export --slice); the "
                         "transformer_params column then counts the smaller model's parameters")
     c.add_argument("--lm", default=None, help="KenLM word LM (binary or ARPA): also decode with the lexicon "
-                                              "beam search (letters only); WER table and plot per decoder")
-    c.add_argument("--lexicon", default=None, help="wav2letter lexicon for --lm")
+                                              "beam search (letters only); WER table and plot per decoder. "
+                                              "{lang} in the path: one LM per language (exp/lm_{lang}/lm.bin)")
+    c.add_argument("--lexicon", default=None, help="wav2letter lexicon for --lm ({lang} as in --lm)")
     c.add_argument("--lm-weight", type=float, default=2.0)
     c.add_argument("--word-score", type=float, default=-1.0)
     v = sub.add_parser("curves", help="dense validation curves of several work folders in one plot")
