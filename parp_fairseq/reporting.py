@@ -19,6 +19,14 @@ def update_markdown_section(path, name: str, text: str, title: str = "# Benchmar
     atomic_write_text(path, new)  # a crash mid-write leaves the old file, never half of one
 
 
+def mean_std(values) -> "tuple[float, float]":
+    """Mean and sample standard deviation (0 for one value) of the numbers in ``values``."""
+    values = list(values)
+    m = sum(values) / len(values)
+    sd = (sum((x - m) ** 2 for x in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return m, sd
+
+
 def fairseq_log_curve(log_path, key: str = "loss"):
     """``[(split, num_updates, value)]`` of ``key`` from a fairseq (hydra) training log: the
     ``train_inner`` lines and the ``valid`` summaries."""

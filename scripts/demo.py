@@ -116,7 +116,8 @@ def train(config_dir: str, name: str, save_dir: Path, *overrides: str) -> Path:
 
 
 def decode(ckpt: Path, data: Path, split: str, out: Path, lm: Path = None) -> dict:
-    if not decode_cli.results_are_current(out, ckpt):  # none yet, or of an older checkpoint
+    files = (lm / "lm.bin", lm / "lexicon.txt") if lm is not None else ()
+    if not decode_cli.results_are_current(out, ckpt, *files):  # none yet, or of an older checkpoint / LM
         args = ["--checkpoint", str(ckpt), "--data", str(data), "--split", split, "--results-dir", str(out)]
         if lm is not None:
             args += ["--decoder", "kenlm", "--lm", str(lm / "lm.bin"), "--lexicon", str(lm / "lexicon.txt"),

@@ -404,6 +404,16 @@ def test_decode_results_are_tied_to_their_checkpoint(finetuned, corpus, tmp_path
     st = ck.stat()
     os.utime(ck, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # retrained: a new checkpoint file
     assert not decode_cli.results_are_current(out, ck)
+    # KenLM results are tied to the LM and lexicon too: a rebuilt LM gets new results
+    lm = tmp_path / "lm"
+    assert lm_cli.main(["--text", str(corpus / "train.wrd"), "--order", "2", "--out-dir", str(lm)]) == 0
+    kout, files = tmp_path / "dec_kenlm", (lm / "lm.bin", lm / "lexicon.txt")
+    assert decode_cli.main(["--checkpoint", str(ck), "--data", str(corpus), "--split", "test", "--results-dir",
+                            str(kout), "--decoder", "kenlm", "--lm", str(files[0]), "--lexicon", str(files[1])]) == 0
+    assert decode_cli.results_are_current(kout, ck, *files)
+    assert not decode_cli.results_are_current(kout, ck)  # asked as Viterbi results: not these
+    assert lm_cli.main(["--text", str(corpus / "train.wrd"), "--order", "3", "--out-dir", str(lm)]) == 0
+    assert not decode_cli.results_are_current(kout, ck, *files)
 
 
 # ---------------------------------------------------------------------------------------------

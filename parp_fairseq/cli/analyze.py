@@ -227,13 +227,14 @@ def group_of(name: str) -> str:
     return re.sub(r"_\d+$", "", name)
 
 
-def _omp_mask(path: str, sparsity: float, cmd: str = "omp") -> Dict:
+def _omp_mask(path: str, state: Dict, sparsity: float, cmd: str = "omp") -> Dict:
+    """``parp-fairseq-mask omp|mpi`` (global ranking, default pattern) of an already loaded checkpoint."""
     from . import mask as mask_cli
 
     ns = argparse.Namespace(cmd=cmd, checkpoint=path, sparsity=sparsity, ranking="global",
                             pattern=mask_cli.DEFAULT_PATTERN, prune_bias=False, granularity="weight",
                             group_norm="l1", remove_whole_layers=False, meta=[], keep=None)
-    return dict(mask_cli.compute(ns).masks)
+    return dict(mask_cli.compute(ns, state).masks)
 
 
 def iou_vs_sparsity(checkpoints: Dict[str, str], sparsities: List[float], out: Path,
@@ -245,6 +246,9 @@ def iou_vs_sparsity(checkpoints: Dict[str, str], sparsities: List[float], out: P
     fraction). Writes ``iou_vs_sparsity.{tsv,md,png}`` and ``iou_pairs.tsv`` (every pair) into ``out``."""
     from tqdm import tqdm
 
+    from ..checkpoints import load_checkpoint
+    from ..reporting import mean_std
+
     names = list(checkpoints)
     if len(names) < 2:
         raise ValueError("give at least two finetuned checkpoints to compare")
@@ -255,8 +259,10 @@ def iou_vs_sparsity(checkpoints: Dict[str, str], sparsities: List[float], out: P
     kinds = [("same", "same condition, other seed"), ("cross", "other condition"), ("mpi", "MPI vs OMP"),
              ("random", "random masks (expected)")]
     summary, pair_rows = [], []
+    states = {n: load_checkpoint(p) for n, p in checkpoints.items()}  # safe load, once per checkpoint
+    mpi_state = load_checkpoint(mpi) if mpi else None
     for s in tqdm(sparsities, desc="sparsities", unit="sparsity", file=sys.stderr):
-        masks = {n: _omp_mask(checkpoints[n], s) for n in names}
+        masks = {n: _omp_mask(checkpoints[n], states[n], s) for n in names}
         vals: Dict[str, List[float]] = {"same": [], "cross": [], "mpi": []}
         for i, a in enumerate(names):
             for b in names[i + 1:]:
@@ -265,7 +271,7 @@ def iou_vs_sparsity(checkpoints: Dict[str, str], sparsities: List[float], out: P
                 vals[kind].append(v)
                 pair_rows.append((s, a, b, kind, v))
         if mpi:
-            m = _omp_mask(mpi, s, "mpi")
+            m = _omp_mask(mpi, mpi_state, s, "mpi")
             for n in names:
                 v = A.iou(m, masks[n])
                 vals["mpi"].append(v)
@@ -274,9 +280,7 @@ def iou_vs_sparsity(checkpoints: Dict[str, str], sparsities: List[float], out: P
         vals["random"] = [A.random_iou(k, k)]
         for kind, _ in kinds:
             if vals[kind]:
-                m_ = sum(vals[kind]) / len(vals[kind])
-                sd = (sum((x - m_) ** 2 for x in vals[kind]) / (len(vals[kind]) - 1)) ** 0.5 if len(vals[kind]) > 1 else 0.0
-                summary.append((s, kind, m_, sd, len(vals[kind])))
+                summary.append((s, kind, *mean_std(vals[kind]), len(vals[kind])))
     by = {(s, kind): (m_, sd, n) for s, kind, m_, sd, n in summary}
     present = [(k, lab) for k, lab in kinds if any(kk == k for _, kk, *_ in summary)]
     md = ["# Mask IoU vs sparsity (OMP masks, global magnitude ranking)", "",

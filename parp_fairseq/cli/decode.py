@@ -49,16 +49,25 @@ def checkpoint_fingerprint(path) -> Dict[str, object]:
     return {"checkpoint": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def results_are_current(results_dir, checkpoint) -> bool:
-    """True when ``results_dir`` holds a summary decoded from ``checkpoint`` as it is now (a
-    retrained checkpoint gets new results, never the stale ones)."""
+def decoder_inputs(lm=None, lexicon=None) -> Dict[str, object]:
+    """The files a KenLM decode read besides the checkpoint (None for Viterbi), fingerprinted alike."""
+    return {"lm": checkpoint_fingerprint(lm) if lm else None,
+            "lexicon": checkpoint_fingerprint(lexicon) if lexicon else None}
+
+
+def results_are_current(results_dir, checkpoint, lm=None, lexicon=None) -> bool:
+    """True when ``results_dir`` holds a summary decoded from ``checkpoint`` (and, for KenLM, ``lm`` and
+    ``lexicon``) as they are now: a retrained checkpoint or a rebuilt / other LM gets new results,
+    never the stale ones."""
     import json
 
     src = Path(results_dir) / "source.json"
     if not (Path(results_dir) / "summary.tsv").exists() or not src.exists():
         return False
     try:
-        return json.loads(src.read_text()).get("fingerprint") == checkpoint_fingerprint(checkpoint)
+        rec = json.loads(src.read_text())
+        return (rec.get("fingerprint") == checkpoint_fingerprint(checkpoint)
+                and rec.get("decoder_inputs", decoder_inputs()) == decoder_inputs(lm, lexicon))
     except (ValueError, OSError):
         return False
 
@@ -259,7 +268,8 @@ def _main(args) -> int:
         (tmp / "summary.tsv").write_text("\n".join(lines) + "\n")
         (tmp / "source.json").write_text(json.dumps(
             {"fingerprint": checkpoint_fingerprint(args.checkpoint), "data": os.path.abspath(args.data),
-             "split": args.split, "decoder": args.decoder}, indent=1) + "\n")
+             "split": args.split, "decoder": args.decoder,
+             "decoder_inputs": decoder_inputs(args.lm, args.lexicon)}, indent=1) + "\n")
     print("\n".join(lines))
     _, r, lmw, ws = best
     tag = "viterbi" if lmw is None else f"kenlm lm_weight={lmw:g} word_score={ws:g}"

@@ -81,9 +81,10 @@ def _meta(items: List[str]) -> dict:
     return out
 
 
-def compute(args: argparse.Namespace) -> MaskFile:
-    """The mask a subcommand asks for (nothing is written)."""
-    state = load_checkpoint(args.checkpoint)
+def compute(args: argparse.Namespace, state: Optional[dict] = None) -> MaskFile:
+    """The mask a subcommand asks for (nothing is written); ``state``: ``args.checkpoint`` already
+    loaded (by :func:`load_checkpoint`), so that several masks of one checkpoint read it once."""
+    state = load_checkpoint(args.checkpoint) if state is None else state
     kind, name = checkpoint_kind(state), model_name(state)
     if args.cmd == "extract":
         if kind != PRUNED_CTC:

@@ -36,12 +36,13 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from .._compat import console_script, hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_write_text
 from ..procutil import workdir_lock
+from ..reporting import mean_std
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
 NEEDS_DENSE = ("omp", "imp", "s3router_p")
@@ -297,18 +298,12 @@ def _decode(p: Dict, data: Path, split: str, lm: Optional[Dict] = None) -> Dict:
     out = p["dir"] / "decode" / f"{split}_{tag}{'_sliced' if ckpt != p['checkpoint'] else ''}"
     extra = [] if lm is None else ["--decoder", "kenlm", "--lm", lm["lm"], "--lexicon", lm["lexicon"],
                                    "--lm-weight", f"{lm['lm_weight']:g}", "--word-score", f"{lm['word_score']:g}"]
-    if not decode_cli.results_are_current(out, ckpt):  # none yet, or of an older checkpoint
+    # none yet, or of an older checkpoint / LM
+    if not decode_cli.results_are_current(out, ckpt, *((lm["lm"], lm["lexicon"]) if lm else ())):
         if decode_cli.main(["--checkpoint", str(ckpt), "--data", str(data), "--split", split,
                             "--results-dir", str(out), *extra]) != 0:
             raise RuntimeError(f"decoding {ckpt} on {split} failed")
     return decode_cli.read_summary(out)[0]
-
-
-def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    m = sum(values) / len(values)
-    sd = (sum((x - m) ** 2 for x in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return m, sd
 
 
 def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path, decoder: str = "viterbi",

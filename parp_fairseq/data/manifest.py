@@ -120,8 +120,6 @@ def check_labels(data: Path, split: str, label: str, allow_unknown: bool = False
     return check_label_file(data / f"{split}.tsv", data / f"{split}.{label}", symbols, allow_unknown)
 
 
-
-
 LABEL_EXTS = ("wrd", "ltr", "phn", "km")
 
 
@@ -132,6 +130,7 @@ def labelled_subset(src: Path, out: Path, hours: float, seed: int = 1, split: st
     ``hours`` of audio (at least one utterance); every other file (other splits, dictionaries, lexicon,
     LM text, speaker tables) is copied unchanged, so the output layer is the same as with all labels.
     Manifests keep their audio root: no audio is copied. Returns (utterances, hours) of the subset."""
+    import json
     import shutil
 
     import numpy as np
@@ -169,9 +168,9 @@ def labelled_subset(src: Path, out: Path, hours: float, seed: int = 1, split: st
         (tmp / f"{split}.tsv").write_text(lines[0] + "\n" + "".join(rows[i] + "\n" for i in keep), encoding="utf-8")
         for ext, lab in labels.items():
             (tmp / f"{split}.{ext}").write_text("".join(lab[i] + "\n" for i in keep), encoding="utf-8")
-        (tmp / "subset.json").write_text(
-            f'{{"source": "{src.resolve()}", "split": "{split}", "hours_asked": {hours}, "hours": {acc:.4f}, '
-            f'"utterances": {len(keep)}, "of": {len(rows)}, "seed": {seed}}}\n', encoding="utf-8")
+        (tmp / "subset.json").write_text(json.dumps(
+            {"source": str(src.resolve()), "split": split, "hours_asked": hours, "hours": round(acc, 4),
+             "utterances": len(keep), "of": len(rows), "seed": seed}, indent=1) + "\n", encoding="utf-8")
     log(f"[corpus] {out}: {split} = {len(keep)} of {len(rows)} utterances, {acc * 60:.1f} min of "
         f"{total * 60:.1f} (seed {seed}); other splits and dictionaries as in {src}")
     return len(keep), acc
