@@ -77,6 +77,7 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     assert out.stat().st_size > 1000
     assert {r["label"] for r in csv.DictReader(open(tmp_path / "curves.tsv"), delimiter="\t")} == {"first", "sweep"}
     assert sweep_cli.main(["curves", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert sweep_cli.main(["curves", str(work), "--out", str(tmp_path / "curves.tsv")]) == 2  # would clobber
     # KenLM decoding needs both files, and letters
     assert sweep_cli.main(["collect", "--workdir", str(work), "--lm", str(lm / "lm.bin")]) == 2
 

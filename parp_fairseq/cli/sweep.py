@@ -376,7 +376,9 @@ def dense_curves(series: Dict[str, List[Path]], metric: str, path: Path, tsv: Op
         ax.legend(fontsize=8)
     fig.tight_layout()
     if n:
-        fig.savefig(path, dpi=110)
+        from ..fsutil import atomic_write
+
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))  # never half a PNG
         if tsv is not None:
             atomic_write_text(tsv, "label\trun\tnum_updates\t" + metric + "\n" + "".join(lines))
     plt.close(fig)
@@ -446,6 +448,8 @@ def curves(args, log=print) -> int:
             raise FileNotFoundError(f"no dense runs (<lang>/dense_seed*/train.log) under {work}")
         series[label] = dirs
     out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: give a .png file name (the table goes beside it as {out.stem}.tsv)")
     n = dense_curves(series, args.metric, out, out.with_suffix(".tsv"))
     if not n:
         raise ValueError(f"no validation {args.metric!r} found in the train.log of those runs")
