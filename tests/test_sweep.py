@@ -98,13 +98,40 @@ def test_point_names_round_trip(tmp_path):
     for args, method, src in ((("nl", "parp", 0.5, 1), "parp", ""), (("nl", "omp", 0.8, 2), "omp", ""),
                               (("es", "parp", 0.5, 1, "nl"), "parp_transfer", "nl"),
                               (("nl", "parp", 0.5, 1, "", "2:4"), "parp-2of4", ""), (("nl", "dense", None, 3), "dense", ""),
-                              (("nl", "omp", 0.5, 1, "", "", "neuron+head"), "omp-neuron+head", "")):
+                              (("nl", "omp", 0.5, 1, "", "", "neuron+head"), "omp-neuron+head", ""),
+                              (("nl", "s3router", 0.1, 1, "", "", "", "kaiming"), "s3router-kaiming", ""),
+                              (("nl", "s3router_p", 0.5, 2, "", "", "", "magnitude"), "s3router_p-magnitude", ""),
+                              (("nl", "s3router", 0.2, 1, "", "", "", "ori"), "s3router", ""),
+                              (("nl", "mpi", 0.5, 3, "", "", "", "kaiming"), "mpi", "")):  # no scores to init
         d = sweep_cli.point_dir(tmp_path, *args)
         d.mkdir(parents=True)
         (d / "DONE").touch()
         p = [q for q in sweep_cli._points(tmp_path) if q["dir"] == d][0]
         assert (p["lang"], p["method"], p["src"], p["seed"]) == (args[0], method, src, args[3])
         assert p["target_sparsity"] == (args[2] or 0.0)
+
+
+def test_sweep_score_init_names_the_points_and_reaches_the_model(corpus, pretrained, tmp_path):
+    """--score-init: S3-Router variants sit beside each other in one work folder, each trained with its init."""
+    from parp_fairseq.checkpoints import load_checkpoint, pruning_cfg
+
+    root = tmp_path / "data"
+    root.mkdir()
+    os.symlink(corpus, root / "aa")
+    work = tmp_path / "sweep"
+    base = ["run", "--workdir", str(work), "--data-root", str(root), "--pretrained", str(pretrained),
+            "--langs", "aa", "--methods", "s3router", "--sparsities", "0.1", "--labels", "ltr",
+            "--config-name", "tiny"]
+    tail = ["--", "optimization.max_update=4", "checkpoint.save_interval_updates=4",
+            "dataset.validate_interval_updates=4"]
+    assert sweep_cli.main(base + ["--score-init", "kaiming"] + tail) == 0
+    assert sweep_cli.main(base + tail) == 0  # ori: the default, no suffix
+    for name, init in (("s3router-kaiming_s0.1_seed1", "kaiming"), ("s3router_s0.1_seed1", "ori")):
+        cfg = pruning_cfg(load_checkpoint(work / "aa" / name / "checkpoint_last.pt"))
+        assert (str(cfg["method"]), str(cfg["score_init"])) == ("s3router", init), name
+    assert {p["method"] for p in sweep_cli._points(work)} == {"dense", "s3router", "s3router-kaiming"}
+    with pytest.raises(SystemExit):
+        sweep_cli.main(base + ["--score-init", "gaussian"])
 
 
 def test_structured_sweep_decodes_sliced_models(corpus, pretrained, tmp_path):

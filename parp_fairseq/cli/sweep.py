@@ -46,6 +46,7 @@ from ..reporting import mean_std
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
 NEEDS_DENSE = ("omp", "imp", "s3router_p")
+SCORED = ("s3router", "s3router_p")  # the methods that learn scores (their init: --score-init)
 # decoded where the language folder has them: held-out synthetic speakers / a real task's held-out
 # sentences, a real task's held-out speakers, recorded speech beside a synthesized language
 SPLITS = ("test", "test_spk", "real")
@@ -53,12 +54,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def point_dir(work: Path, lang: str, method: str, sparsity: Optional[float], seed: int, src: str = "",
-              ranking: str = "", granularity: str = "") -> Path:
+              ranking: str = "", granularity: str = "", score_init: str = "") -> Path:
+    """``WORK/LANG/METHOD[-RANKING][-GRANULARITY][-SCORE_INIT]_sSPARSITY_seedSEED``; the suffixes name the
+    settings that differ from the defaults (global ranking, weight granularity, ``ori`` scores), so
+    variants of one method sit side by side in one work folder and get their own rows in ``collect``."""
     if method == "dense":
         return work / lang / f"dense_seed{seed}"
     tag = (f"parp_from_{src}" if src else method) + (f"-{ranking.replace(':', 'of')}" if ranking else "")
     if granularity and granularity != "weight":
         tag += f"-{granularity}"
+    if score_init and score_init != "ori" and method in SCORED:
+        tag += f"-{score_init}"
     return work / lang / f"{tag}_s{sparsity:g}_seed{seed}"
 
 
@@ -192,7 +198,9 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
             train(point_dir(work, lang, "dense", None, seed), lang, seed)  # every language's reference
             for method in (m for m in args.methods if m != "dense"):
                 for s in args.sparsities:
-                    d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "", granularity=gran)
+                    d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "", granularity=gran,
+                                  score_init=args.score_init)
+                    scores = [f"model.pruning.score_init={args.score_init}"] if method in SCORED else []
                     dense = _final_checkpoint(point_dir(work, lang, "dense", None, seed))
                     if method == "omp":
                         train(d, lang, seed, "pruning=omp", *rank,
@@ -211,9 +219,9 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
                         (d / "DONE").touch()
                     elif method == "s3router_p":
                         train(d, lang, seed, "pruning=s3router_p", f"model.pruning.sparsity={s}",
-                              f"model.pruning.init_from={dense}", *rank)
+                              f"model.pruning.init_from={dense}", *rank, *scores)
                     else:
-                        train(d, lang, seed, f"pruning={method}", f"model.pruning.sparsity={s}", *rank)
+                        train(d, lang, seed, f"pruning={method}", f"model.pruning.sparsity={s}", *rank, *scores)
         for a, b in transfers:
             for s in args.sparsities:
                 d = point_dir(work, b, "parp", s, seed, src=a, granularity=gran)
@@ -586,6 +594,8 @@ def _collect(args, work: Path, log) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from ..pruning.scores import SCORE_INITS
+
     ap = argparse.ArgumentParser(prog="parp-fairseq-sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -607,6 +617,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     r.add_argument("--granularity", choices=("weight", "neuron", "head", "neuron+head"), default="weight",
                    help="model.pruning.granularity of the pruned points (structured points can be decoded "
                         "sliced: `collect --slice`); the run folders get a -GRANULARITY suffix")
+    r.add_argument("--score-init", choices=SCORE_INITS, default="ori",
+                   help="S3-Router / S3-Router-P score init (model.pruning.score_init): ori (the official "
+                        "weight_rank: scores ranked as |w|), magnitude (0/1 magnitude mask), magnitude_scale, "
+                        "kaiming (random); other than ori, the run folders get a -INIT suffix and the method "
+                        "column says e.g. s3router-kaiming")
     r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction removed per round (see --imp-schedule)")
     r.add_argument("--imp-schedule", choices=("remaining", "original"), default="remaining",
                    help="IMP: rate of the REMAINING weights per round, or of the ORIGINAL ones (official code)")
