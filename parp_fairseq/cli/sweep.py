@@ -56,14 +56,15 @@ REPO = Path(__file__).resolve().parents[2]
 def point_dir(work: Path, lang: str, method: str, sparsity: Optional[float], seed: int, src: str = "",
               ranking: str = "", granularity: str = "", score_init: str = "") -> Path:
     """``WORK/LANG/METHOD[-RANKING][-GRANULARITY][-SCORE_INIT]_sSPARSITY_seedSEED``; the suffixes name the
-    settings that differ from the defaults (global ranking, weight granularity, ``ori`` scores), so
-    variants of one method sit side by side in one work folder and get their own rows in ``collect``."""
+    settings that differ from the defaults (global ranking, weight granularity, the method's own score
+    init: ``score_init`` is given only when it differs), so variants of one method sit side by side in
+    one work folder and get their own rows in ``collect``."""
     if method == "dense":
         return work / lang / f"dense_seed{seed}"
     tag = (f"parp_from_{src}" if src else method) + (f"-{ranking.replace(':', 'of')}" if ranking else "")
     if granularity and granularity != "weight":
         tag += f"-{granularity}"
-    if score_init and score_init != "ori" and method in SCORED:
+    if score_init and method in SCORED:
         tag += f"-{score_init}"
     return work / lang / f"{tag}_s{sparsity:g}_seed{seed}"
 
@@ -169,6 +170,12 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
     if gran:
         rank.append(f"model.pruning.granularity={gran}")
 
+    def default_init(method: str) -> str:
+        """The score init of the method's own overlay (configs/finetune/pruning/METHOD.yaml)."""
+        from omegaconf import OmegaConf
+
+        return str(OmegaConf.load(config_dir / "pruning" / f"{method}.yaml").model.pruning.score_init)
+
     reported = set()
 
     def train(d: Path, lang: str, seed: int, *extra: str) -> Path:
@@ -198,9 +205,10 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
             train(point_dir(work, lang, "dense", None, seed), lang, seed)  # every language's reference
             for method in (m for m in args.methods if m != "dense"):
                 for s in args.sparsities:
+                    init = args.score_init if method in SCORED else None
                     d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "", granularity=gran,
-                                  score_init=args.score_init)
-                    scores = [f"model.pruning.score_init={args.score_init}"] if method in SCORED else []
+                                  score_init="" if init in (None, default_init(method)) else init)
+                    scores = [f"model.pruning.score_init={init}"] if init else []
                     dense = _final_checkpoint(point_dir(work, lang, "dense", None, seed))
                     if method == "omp":
                         train(d, lang, seed, "pruning=omp", *rank,
@@ -593,7 +601,7 @@ def _collect(args, work: Path, log) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     from ..pruning.scores import SCORE_INITS
 
     ap = argparse.ArgumentParser(prog="parp-fairseq-sweep", description=__doc__,
@@ -617,11 +625,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     r.add_argument("--granularity", choices=("weight", "neuron", "head", "neuron+head"), default="weight",
                    help="model.pruning.granularity of the pruned points (structured points can be decoded "
                         "sliced: `collect --slice`); the run folders get a -GRANULARITY suffix")
-    r.add_argument("--score-init", choices=SCORE_INITS, default="ori",
+    r.add_argument("--score-init", choices=SCORE_INITS, default=None,
                    help="S3-Router / S3-Router-P score init (model.pruning.score_init): ori (the official "
-                        "weight_rank: scores ranked as |w|), magnitude (0/1 magnitude mask), magnitude_scale, "
-                        "kaiming (random); other than ori, the run folders get a -INIT suffix and the method "
-                        "column says e.g. s3router-kaiming")
+                        "weight_rank: random scores ranked as |w|), magnitude (0/1 magnitude mask), "
+                        "magnitude_scale (|w| / score_scale), kaiming (random). Default: the method's overlay "
+                        "(s3router: ori, s3router_p: magnitude_scale); any other init gives the run folders a "
+                        "-INIT suffix and its own method rows, e.g. s3router-kaiming")
     r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction removed per round (see --imp-schedule)")
     r.add_argument("--imp-schedule", choices=("remaining", "original"), default="remaining",
                    help="IMP: rate of the REMAINING weights per round, or of the ORIGINAL ones (official code)")
@@ -648,7 +657,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     v.add_argument("--out", required=True, help="PNG to write (and the same name .tsv)")
     v.add_argument("--metric", default="uer", help="a fairseq valid metric: uer, wer, loss")
     v.add_argument("--lang", default=None, help="only this language's dense runs")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     cmd = {"run": run, "collect": collect, "curves": curves}[args.cmd]
     return run_cli("parp-fairseq-sweep", lambda: cmd(args), extra=(RuntimeError,))
 
