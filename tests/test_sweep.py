@@ -58,7 +58,16 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
         assert float(r["actual_sparsity"]) == pytest.approx(float(r["target_sparsity"]), abs=1e-3), r
         assert 0.0 <= float(r["unit_error"]) and os.path.exists(r["checkpoint"])
     assert {r["mask_from"] for r in rows if r["method"] == "parp_transfer"} == {"aa", "bb"}
-    assert "| aa | " in (work / "transfer.md").read_text()
+    # the transfer matrix: Viterbi and KenLM are separate matrices (never averaged together), each cell
+    # the mean +- std of its seeds' rows
+    tmd = (work / "transfer.md").read_text()
+    assert "CER, Viterbi" in tmd and "WER, KenLM" in tmd
+    for dec, metric in (("viterbi", "unit_error"), ("kenlm", "WER")):
+        own = [float(r[metric]) for r in all_rows if r["decoder"] == dec and r["method"] == "parp_transfer"
+               and r["lang"] == "bb" and r["mask_from"] == "bb"]
+        assert len(own) == 1 and f"{own[0]:.1f} +- 0.0 (n=1) (+0.0)" in tmd, (dec, own, tmd)
+    tsv = list(csv.DictReader(open(work / "transfer.tsv"), delimiter="\t"))
+    assert sorted(r["decoder"] for r in tsv) == ["kenlm", "kenlm", "viterbi", "viterbi"]
     for png in ("aa_vs_sparsity.png", "bb_vs_sparsity.png", "aa_wer_kenlm_vs_sparsity.png", "layer_sparsity.png",
                 "dense_curve.png"):
         assert (work / png).stat().st_size > 1000, png

@@ -17,7 +17,8 @@ same-language reference). With CUDA the world size is every visible GPU (``WORLD
 
 ``collect`` decodes every finished point (Viterbi; test split, and where the language has them the
 ``test_spk`` split of a real task's held-out speakers and the ``real`` recorded split), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
-``transfer.tsv/md``, ``<lang>_vs_sparsity.png`` (error vs sparsity per method, mean +- std error bars
+``transfer.tsv/md`` (the transfer matrix, mean +- std over seeds: Viterbi unit error and, with an LM, KenLM
+WER, one matrix each), ``<lang>_vs_sparsity.png`` (error vs sparsity per method, mean +- std error bars
 over seeds, dense as a reference line with its std band), ``layer_sparsity.png`` (which layers each
 method prunes most), ``dense_curve.{png,tsv}`` (the dense baselines' validation UER over updates: has
 the reference converged?) and, with ``--results-md``, a section of that file with the exact commands
@@ -207,7 +208,7 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
                 for s in args.sparsities:
                     init = args.score_init if method in SCORED else None
                     d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "", granularity=gran,
-                                  score_init="" if init in (None, default_init(method)) else init)
+                                  score_init="" if init is None or init == default_init(method) else init)
                     scores = [f"model.pruning.score_init={init}"] if init else []
                     dense = _final_checkpoint(point_dir(work, lang, "dense", None, seed))
                     if method == "omp":
@@ -554,23 +555,34 @@ def _collect(args, work: Path, log) -> int:
     if tr:
         srcs = sorted({r["mask_from"] for r in tr})
         tgts = sorted({r["lang"] for r in tr})
-        tmd = [f"PARP on the target language starting from the OMP mask of the source language: test {unit} (%) "
-               "and, in brackets, the change vs the target's own mask.", ""]
-        for s in sorted({r["target_sparsity"] for r in tr}):
-            tmd += [f"Sparsity {s:g}:", "", "| mask from \\ finetuned on | " + " | ".join(tgts) + " |",
-                    "|---|" + "---|" * len(tgts)]
-            for a in srcs:
-                cells = []
-                for b in tgts:
-                    v = [r["unit_error"] for r in tr if (r["mask_from"], r["lang"], r["target_sparsity"]) == (a, b, s)]
-                    own = [r["unit_error"] for r in tr if (r["mask_from"], r["lang"], r["target_sparsity"]) == (b, b, s)]
-                    cells.append("-" if not v else f"{sum(v) / len(v):.1f}" + (
-                        f" ({sum(v) / len(v) - sum(own) / len(own):+.1f})" if own else ""))
-                tmd.append(f"| {a} | " + " | ".join(cells) + " |")
-            tmd.append("")
+        tmd = []
+        # one matrix per decoder and metric: Viterbi unit error, and the KenLM WER where an LM was given
+        for dec, metric, label in (("viterbi", "unit_error", f"{unit}, Viterbi"), ("kenlm", "WER", "WER, KenLM")):
+            sel = [r for r in tr if r["decoder"] == dec]
+            if not sel:
+                continue
+            tmd += [f"PARP on the target language starting from the OMP mask of the source language: test {label} "
+                    "(%), mean +- std over seeds (n), and in brackets the change of the mean vs the target's own mask.",
+                    ""]
+            for s in sorted({r["target_sparsity"] for r in sel}):
+                tmd += [f"Sparsity {s:g}:", "", "| mask from \\ finetuned on | " + " | ".join(tgts) + " |",
+                        "|---|" + "---|" * len(tgts)]
+                for a in srcs:
+                    cells = []
+                    for b in tgts:
+                        v = [r[metric] for r in sel if (r["mask_from"], r["lang"], r["target_sparsity"]) == (a, b, s)]
+                        own = [r[metric] for r in sel if (r["mask_from"], r["lang"], r["target_sparsity"]) == (b, b, s)]
+                        if not v:
+                            cells.append("-")
+                            continue
+                        m, sd = mean_std(v)
+                        cells.append(f"{m:.1f} +- {sd:.1f} (n={len(v)})" + (f" ({m - mean_std(own)[0]:+.1f})" if own else ""))
+                    tmd.append(f"| {a} | " + " | ".join(cells) + " |")
+                tmd.append("")
         atomic_write_text(work / "transfer.md", "\n".join(tmd) + "\n")
-        atomic_write_text(work / "transfer.tsv", "mask_from\tfinetuned_on\ttarget_sparsity\tseed\tunit_error\n" + "".join(
-            f"{r['mask_from']}\t{r['lang']}\t{r['target_sparsity']:g}\t{r['seed']}\t{r['unit_error']:.4f}\n" for r in tr))
+        atomic_write_text(work / "transfer.tsv", "mask_from\tfinetuned_on\ttarget_sparsity\tseed\tdecoder\tunit_error\tWER\n" + "".join(
+            f"{r['mask_from']}\t{r['lang']}\t{r['target_sparsity']:g}\t{r['seed']}\t{r['decoder']}\t{r['unit_error']:.4f}\t"
+            + (f"{r['WER']:.4f}" if r["WER"] != "-" else "-") + "\n" for r in tr))
         md += ["", "### Cross-lingual mask transfer", ""] + tmd
     plots = []
     for lang in langs:
