@@ -171,11 +171,15 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
     if gran:
         rank.append(f"model.pruning.granularity={gran}")
 
-    def default_init(method: str) -> str:
+    def own_init(method: str) -> str:
         """The score init of the method's own overlay (configs/finetune/pruning/METHOD.yaml)."""
         from omegaconf import OmegaConf
 
         return str(OmegaConf.load(config_dir / "pruning" / f"{method}.yaml").model.pruning.score_init)
+
+    # --score-init per method: None = the overlay's own (no override); a folder suffix only where it differs
+    inits = {m: args.score_init if m in SCORED else None for m in args.methods}
+    init_suffix = {m: "" if i is None or i == own_init(m) else i for m, i in inits.items()}
 
     reported = set()
 
@@ -206,10 +210,9 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
             train(point_dir(work, lang, "dense", None, seed), lang, seed)  # every language's reference
             for method in (m for m in args.methods if m != "dense"):
                 for s in args.sparsities:
-                    init = args.score_init if method in SCORED else None
                     d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "", granularity=gran,
-                                  score_init="" if init is None or init == default_init(method) else init)
-                    scores = [f"model.pruning.score_init={init}"] if init else []
+                                  score_init=init_suffix[method])
+                    scores = [f"model.pruning.score_init={inits[method]}"] if inits[method] else []
                     dense = _final_checkpoint(point_dir(work, lang, "dense", None, seed))
                     if method == "omp":
                         train(d, lang, seed, "pruning=omp", *rank,
@@ -564,19 +567,22 @@ def _collect(args, work: Path, log) -> int:
             tmd += [f"PARP on the target language starting from the OMP mask of the source language: test {label} "
                     "(%), mean +- std over seeds (n), and in brackets the change of the mean vs the target's own mask.",
                     ""]
-            for s in sorted({r["target_sparsity"] for r in sel}):
+            seeds: Dict[tuple, List[float]] = {}  # (source, target, sparsity) -> one value per seed
+            for r in sel:
+                seeds.setdefault((r["mask_from"], r["lang"], r["target_sparsity"]), []).append(r[metric])
+            cell = {k: (*mean_std(v), len(v)) for k, v in seeds.items()}
+            for s in sorted({k[2] for k in cell}):
                 tmd += [f"Sparsity {s:g}:", "", "| mask from \\ finetuned on | " + " | ".join(tgts) + " |",
                         "|---|" + "---|" * len(tgts)]
                 for a in srcs:
                     cells = []
                     for b in tgts:
-                        v = [r[metric] for r in sel if (r["mask_from"], r["lang"], r["target_sparsity"]) == (a, b, s)]
-                        own = [r[metric] for r in sel if (r["mask_from"], r["lang"], r["target_sparsity"]) == (b, b, s)]
-                        if not v:
+                        if (a, b, s) not in cell:
                             cells.append("-")
                             continue
-                        m, sd = mean_std(v)
-                        cells.append(f"{m:.1f} +- {sd:.1f} (n={len(v)})" + (f" ({m - mean_std(own)[0]:+.1f})" if own else ""))
+                        m, sd, n = cell[(a, b, s)]
+                        own = cell.get((b, b, s))
+                        cells.append(f"{m:.1f} +- {sd:.1f} (n={n})" + (f" ({m - own[0]:+.1f})" if own else ""))
                     tmd.append(f"| {a} | " + " | ".join(cells) + " |")
                 tmd.append("")
         atomic_write_text(work / "transfer.md", "\n".join(tmd) + "\n")
