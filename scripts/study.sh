@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-FULL=${FULL:-exp/data/full}             # parp-fairseq-corpus build --tier full (en, nl_real, cs_real)
+FULL=${FULL:-exp/data/full}             # parp-fairseq-corpus build --tier full (11 languages, nl_real, cs_real)
 PRE=${PRE:-exp/data/pretrain}           # --tier pretrain: 11 synthetic languages with phone labels
 EXP=${EXP:-exp}
 SEEDS=${SEEDS:-"1 2 3"}
@@ -62,15 +62,18 @@ case "$claim" in
     sweep --workdir "$EXP/study_claim4" --data-root "$FULL" --labels ltr --langs nl_real cs_real --methods dense \
         --transfer nl_real:cs_real cs_real:nl_real --sparsities ${TRANSFER_SPARSITIES:-0.5} --seeds $SEEDS "${real[@]}"
     collect --workdir "$EXP/study_claim4" "${kenlm[@]}" ;;
-  claim5)  # S3-Router supplement Fig. 6 / Table 2: masks of many languages at 10 %
-    sweep --workdir "$EXP/study_claim5" --data-root "$PRE" --labels phn --langs $PHN_LANGS --methods s3router \
-        --sparsities 0.1 --seeds $SEEDS
+  claim5)  # S3-Router supplement Fig. 6 / Table 2: masks of 6 languages at 10 % (~40 min of phone labels
+    # each), 3 seeds; no dense references (the masks need none): 18 runs. Mean +- std over seeds of the
+    # per-layer cosine (cross-language vs same language / other seed vs random) and of the Pearson r.
+    sweep --workdir "$EXP/study_claim5" --data-root "$FULL" --labels phn --langs $PHN_LANGS --methods s3router \
+        --sparsities 0.1 --seeds $SEEDS --no-dense-reference
+    collect --workdir "$EXP/study_claim5"
     masks=(); phones=()
     for lang in $PHN_LANGS; do
-      masks+=("$lang=$EXP/study_claim5/$lang/s3router_s0.1_seed1/checkpoint_last.pt")
-      phones+=("$lang=$PRE/$lang/dict.phn.txt")
+      for seed in $SEEDS; do masks+=("${lang}_$seed=$EXP/study_claim5/$lang/s3router_s0.1_seed$seed/checkpoint_last.pt"); done
+      phones+=("$lang=$FULL/$lang/dict.phn.txt")
     done
-    run "$BIN/parp-fairseq-analyze" --masks "${masks[@]}" --phones "${phones[@]}" --out "$EXP/study_claim5/analysis" ;;
+    run "$BIN/parp-fairseq-analyze" --by-seed --masks "${masks[@]}" --phones "${phones[@]}" --out "$EXP/study_claim5/analysis" ;;
   claim6)  # S3-Router Table 1 / Fig. 2 (finetuning by masks, 3 inits) and Fig. 4-5 (S3-Router-P vs PARP vs OMP)
     for init in ori magnitude kaiming; do
       sweep --workdir "$EXP/study_claim6" --data-root "$FULL" --labels ltr --langs en --methods s3router \

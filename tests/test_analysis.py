@@ -167,3 +167,57 @@ def test_iou_vs_sparsity_within_across_conditions_and_mpi(finetuned, pretrained,
     assert analyze_cli.main(["--sparsities", "0.5", "--out", str(tmp_path / "y"), "--masks", f"a={pretrained}",
                              f"b={finetuned}"]) == 2
     assert "FINETUNED" in capsys.readouterr().err  # a pretrained checkpoint given where OMP needs a finetuned one
+
+
+def test_analyze_by_seed_against_hand_computation(tmp_path, capsys):
+    """--by-seed: conditions differ by a fixed weight change, seeds by a smaller one; the summary must
+    be the mean over seeds of the per-seed numbers, and rank same-condition > cross-condition > random."""
+    shapes = {f"encoder.layers.{i}.{p}.weight": torch.Size([48, 24]) for i in range(2) for p in ("fc1", "fc2")}
+    base = {n: torch.randn(s, generator=torch.Generator().manual_seed(0)) for n, s in shapes.items()}
+
+    def noise(n, t, seed):
+        return torch.randn(t.shape, generator=torch.Generator().manual_seed(seed * 100 + sorted(shapes).index(n)))
+
+    conds = {"nl": (1, 0.4), "es": (2, 0.5), "ru": (3, 1.2)}  # (noise seed, size): ru is far from nl / es
+    masks, paths = {}, []
+    for c, (k, size) in conds.items():
+        for seed in (1, 2):
+            w = {n: t + size * noise(n, t, k) + 0.1 * noise(n, t, 10 * k + seed) for n, t in base.items()}
+            masks[f"{c}_{seed}"] = magnitude_masks(w, 0.5)
+            p = tmp_path / f"{c}_{seed}.pt"
+            save_mask_file(p, MaskFile(masks[f"{c}_{seed}"], 0.5, "s3router", "tensor"))
+            paths.append(f"{c}_{seed}={p}")
+    phones = []
+    for c, inv in (("nl", "a b c d e"), ("es", "a b c d f"), ("ru", "x y z c")):
+        d = tmp_path / f"dict.{c}.txt"
+        d.write_text("".join(f"{s} 1\n" for s in inv.split()))
+        phones.append(f"{c}={d}")
+    out = tmp_path / "seeds"
+    assert analyze_cli.main(["--by-seed", "--masks", *paths, "--phones", *phones, "--out", str(out)]) == 0
+    for f in ("seeds_cosine.tsv", "seeds_cosine.png", "seeds_phonetic_correlation.tsv",
+              "seeds_phonetic_correlation.png", "seeds_summary.md", "seed1/summary.md", "seed2/iou.tsv"):
+        assert (out / f).stat().st_size > 0, f
+    rows = {(r[0], r[1], r[2]): r for r in (ln.split("\t") for ln in (out / "seeds_cosine.tsv").read_text().splitlines()[1:])}
+    # one pair by hand: nl-es over the two seeds, overall cosine
+    ref = [A.cosine(masks[f"nl_{s}"], masks[f"es_{s}"]) for s in (1, 2)]
+    assert float(rows[("cross", "nl-es", "all")][3]) == pytest.approx(sum(ref) / 2, abs=1e-5)
+    assert rows[("cross", "nl-es", "all")][5] == "2"
+    same = [A.layer_cosine(masks[f"{c}_1"], masks[f"{c}_2"])["layers.1"] for c in conds]
+    assert float(rows[("same", "all", "layers.1")][3]) == pytest.approx(sum(same) / 3, abs=1e-5)
+    agg = {k: float(rows[(k, "all", "all")][3]) for k in ("same", "cross", "random")}
+    assert agg["same"] > agg["cross"] > agg["random"] == pytest.approx(0.5, abs=0.05)  # random at keep 0.5: ~k
+    # Pearson r with the phone Jaccard, per seed by hand, then the mean
+    inv = {"nl": set("abcde"), "es": set("abcdf"), "ru": set("xyzc")}
+    pairs = [("nl", "es"), ("nl", "ru"), ("es", "ru")]
+    x = [A.jaccard(inv[a], inv[b]) for a, b in pairs]
+    r = [A.pearson(x, [A.iou(masks[f"{a}_{s}"], masks[f"{b}_{s}"]) for a, b in pairs]) for s in (1, 2)]
+    corr = {ln.split("\t")[0]: ln.split("\t") for ln in (out / "seeds_phonetic_correlation.tsv").read_text().splitlines()[1:]}
+    assert float(corr["all"][1]) == pytest.approx(sum(r) / 2, abs=1e-4) and float(corr["all"][1]) > 0.9
+    assert corr["all"][5:] == ["2", "3"]
+    # bad input: one clear line, nothing written
+    bad = tmp_path / "bad"
+    assert analyze_cli.main(["--by-seed", "--masks", *paths[:-1], "--out", str(bad)]) == 2
+    assert "missing ru_2" in capsys.readouterr().err
+    assert analyze_cli.main(["--by-seed", "--masks", paths[0], f"es={tmp_path / 'es_1.pt'}", "--out", str(bad)]) == 2
+    assert "no _SEED suffix" in capsys.readouterr().err
+    assert not bad.exists()

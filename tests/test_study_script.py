@@ -37,6 +37,15 @@ def test_study_commands_parse(claim, tmp_path):
     if claim == "data":  # nothing built yet: the corpora, both label subsets and a KenLM per task
         names = [Path(c[0]).name for c in cmds]
         assert names.count("parp-fairseq-corpus") == 4 and names.count("parp-fairseq-lm") == 5
+    if claim == "claim5":  # S3-Router masks alone (no dense references), analysed over seeds
+        from parp_fairseq.cli import analyze as analyze_cli
+
+        assert "--no-dense-reference" in runs[0] and runs[0][runs[0].index("--methods") + 1] == "s3router"
+        a = [c for c in cmds if Path(c[0]).name == "parp-fairseq-analyze"][0]
+        assert "--by-seed" in a
+        names = [m.split("=")[0] for m in a[a.index("--masks") + 1:a.index("--phones")]]
+        groups = analyze_cli.split_seeds(names)
+        assert len(groups) == 6 and all(sorted(g) == [1, 2, 3] for g in groups.values())
     if claim == "claim6":  # three S3-Router inits, S3-Router-P's own and a random one
         inits = [(a[a.index("--methods") + 1], a[a.index("--score-init") + 1]) for a in runs if "--score-init" in a]
         assert inits == [("s3router", "ori"), ("s3router", "magnitude"), ("s3router", "kaiming"),

@@ -132,12 +132,19 @@ def test_sweep_score_init_names_the_points_and_reaches_the_model(corpus, pretrai
             "--config-name", "tiny"]
     tail = ["--", "optimization.max_update=4", "checkpoint.save_interval_updates=4",
             "dataset.validate_interval_updates=4"]
-    assert sweep_cli.main(base + ["--score-init", "kaiming"] + tail) == 0
-    assert sweep_cli.main(base + ["--score-init", "ori"] + tail) == 0  # the overlay's own init: no suffix
-    for name, init in (("s3router-kaiming_s0.1_seed1", "kaiming"), ("s3router_s0.1_seed1", "ori")):
+    # --no-dense-reference: S3-Router needs no dense model, so none is trained ...
+    assert sweep_cli.main(base + ["--score-init", "kaiming", "--no-dense-reference"] + tail) == 0
+    assert not (work / "aa" / "dense_seed1").exists()
+    # ... until a point starts from it (S3-Router-P); the overlay's own init: no folder suffix
+    assert sweep_cli.main(base + ["--methods", "s3router", "s3router_p", "--no-dense-reference"] + tail) == 0
+    assert (work / "aa" / "dense_seed1" / "DONE").exists()
+    for name, method, init in (("s3router-kaiming_s0.1_seed1", "s3router", "kaiming"),
+                               ("s3router_s0.1_seed1", "s3router", "ori"),
+                               ("s3router_p_s0.1_seed1", "s3router_p", "magnitude_scale")):
         cfg = pruning_cfg(load_checkpoint(work / "aa" / name / "checkpoint_last.pt"))
-        assert (str(cfg["method"]), str(cfg["score_init"])) == ("s3router", init), name
-    assert {p["method"] for p in sweep_cli._points(work)} == {"dense", "s3router", "s3router-kaiming"}
+        assert (str(cfg["method"]), str(cfg["score_init"])) == (method, init), name
+    assert str(cfg["init_from"]) == str(work / "aa" / "dense_seed1" / "checkpoint_last.pt")
+    assert {p["method"] for p in sweep_cli._points(work)} == {"dense", "s3router", "s3router-kaiming", "s3router_p"}
     with pytest.raises(SystemExit):
         sweep_cli.main(base + ["--score-init", "gaussian"])
 

@@ -19,6 +19,15 @@ Inputs are mask files (``parp-fairseq-mask``) or pruned checkpoints (their masks
   model's magnitude mask is already close to the finetuned one's;
 * ``summary.md``: all tables in one page.
 
+With ``--by-seed`` the masks are named ``CONDITION_SEED`` (``en_1 en_2 en_3 nl_1 ...``): each seed's masks
+get the analysis above (``seed<N>/``), and ``seeds_cosine.{tsv,png}``, ``seeds_phonetic_correlation.{tsv,png}``
+and ``seeds_summary.md`` give mean +- std over seeds of the per-layer cosine of cross-condition pairs, of
+the same condition's masks from other seeds (the floor that the seed alone sets) and of random masks, and
+of the Pearson r with phonetic similarity (``--phones`` keyed by CONDITION)::
+
+    parp-fairseq-analyze --by-seed --out exp/s3r_masks --masks en_1=exp/w/en/s3router_s0.1_seed1/checkpoint_last.pt \
+        en_2=... nl_1=... nl_2=... --phones en=data/full/en/dict.phn.txt nl=data/full/nl/dict.phn.txt
+
 With ``--sparsities 0.1 0.3 ... 0.9`` the inputs are FINETUNED checkpoints instead, and their OMP masks at
 each sparsity are compared within a condition (other seeds) and across conditions (other languages),
 with ``--mpi PRETRAINED`` also against the pretrained model's MPI mask, next to the random-mask IoU:
@@ -221,6 +230,167 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
     return text
 
 
+def split_seeds(names: List[str]) -> Dict[str, Dict[int, str]]:
+    """``{condition: {seed: name}}`` of mask names ``CONDITION_SEED`` (``en_1``, ``nl_real_2``); every
+    condition must have a mask for every seed given."""
+    out: Dict[str, Dict[int, str]] = {}
+    for n in names:
+        m = re.fullmatch(r"(.+)_(\d+)", n)
+        if not m:
+            raise ValueError(f"--by-seed: mask name {n!r} has no _SEED suffix; name the masks CONDITION_SEED, "
+                             f"e.g. en_1=... en_2=... nl_1=...")
+        out.setdefault(m.group(1), {})[int(m.group(2))] = n
+    seeds = sorted({s for by in out.values() for s in by})
+    missing = [f"{c}_{s}" for c, by in out.items() for s in seeds if s not in by]
+    if missing:
+        raise ValueError(f"--by-seed: every condition needs a mask for every seed; missing {', '.join(missing)}")
+    if len(out) < 2:
+        raise ValueError(f"--by-seed: give masks of at least two conditions (got only {next(iter(out))!r})")
+    return out
+
+
+def by_seed(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] = None, seed: int = 0,
+            methods: Optional[Dict[str, str]] = None) -> str:
+    """Masks of several conditions (languages) x seeds, named ``CONDITION_SEED``, compared within each
+    seed and summarised as mean +- std over seeds (S3-Router supplement Fig. 6 and Table 2, with error bars):
+
+    * per-layer cosine of every cross-condition pair of one seed, next to the same condition's masks of
+      two DIFFERENT seeds (the floor: what the seed alone changes; cross-condition similarity above it
+      is not language-specific) and random masks of the same per-tensor sparsity;
+    * with ``phones`` (``{condition: dict.phn.txt}``): per seed, the Pearson r over condition pairs of mask
+      IoU vs phonetic similarity (Jaccard of the phone inventories), overall and per layer, and the same
+      for the random masks; then mean +- std of r over seeds.
+
+    Writes ``seeds_cosine.{tsv,png}``, ``seeds_phonetic_correlation.{tsv,png}`` (with ``phones``),
+    ``seeds_summary.md`` and every seed's full analysis (:func:`analyze`) under ``seed<N>/``."""
+    from ..reporting import mean_std, pyplot
+
+    groups = split_seeds(list(masks))
+    conds = list(groups)
+    seeds = sorted(next(iter(groups.values())))
+    psim = None
+    if phones:
+        missing = [c for c in conds if c not in phones]
+        if missing:
+            raise ValueError(f"--phones has no inventory for {missing}; with --by-seed give CONDITION=dict.phn.txt")
+        inv = {}
+        for c in conds:
+            path = Path(phones[c])
+            if not path.is_file():
+                raise FileNotFoundError(f"phone inventory {path} does not exist")
+            inv[c] = {ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()}
+        psim = {(a, b): A.jaccard(inv[a], inv[b]) for i, a in enumerate(conds) for b in conds[i + 1:]}
+    pairs = [(a, b) for i, a in enumerate(conds) for b in conds[i + 1:]]
+    rand = {n: A.random_like(m, seed + i) for i, (n, m) in enumerate(masks.items())}
+
+    def cos(x: Dict, y: Dict) -> Dict[str, float]:
+        d = dict(A.layer_cosine(x, y))
+        d["all"] = A.cosine(x, y)
+        return d
+
+    # cosine rows: (kind, pair, {layer: value}) - one per seed (cross / random) or per seed pair (same)
+    rows = []
+    for s in seeds:
+        for a, b in pairs:
+            rows.append(("cross", f"{a}-{b}", cos(masks[groups[a][s]], masks[groups[b][s]])))
+            rows.append(("random", f"{a}-{b}", cos(rand[groups[a][s]], rand[groups[b][s]])))
+    for c in conds:
+        for i, s in enumerate(seeds):
+            for t in seeds[i + 1:]:
+                rows.append(("same", f"{c}-{c}", cos(masks[groups[c][s]], masks[groups[c][t]])))
+    layers = list(rows[0][2])
+    labels = {"cross": "other condition, same seed", "same": "same condition, other seed",
+              "random": "random masks (same sparsity)"}
+    kinds = [k for k in labels if any(r[0] == k for r in rows)]
+    agg = {(k, lay): mean_std([r[2][lay] for r in rows if r[0] == k]) + (sum(r[0] == k for r in rows),)
+           for k in kinds for lay in layers}
+    per_pair = {}
+    for k, pair, d in rows:
+        per_pair.setdefault((k, pair), []).append(d)
+    md = ["# Masks over seeds", "",
+          f"Conditions: {', '.join(conds)}; seeds: {', '.join(map(str, seeds))} "
+          f"(each seed's full analysis: `seed<N>/summary.md`).", "",
+          "## Per-layer cosine similarity of the masks (0/1 vectors), mean +- std (n = pairs x seeds)", "",
+          "| pairs | " + " | ".join(layers) + " |", "|---" * (len(layers) + 1) + "|"]
+    md += [f"| {labels[k]} (n={agg[(k, layers[0])][2]}) | "
+           + " | ".join(f"{agg[(k, lay)][0]:.4f} +- {agg[(k, lay)][1]:.4f}" for lay in layers) + " |" for k in kinds]
+    md += ["", "Per pair (mean +- std over seeds; same-condition rows over seed pairs):", "",
+           "| pair | kind | " + " | ".join(layers) + " |", "|---" * (len(layers) + 2) + "|"]
+    for (k, pair), ds in per_pair.items():
+        if k == "random":
+            continue
+        md.append(f"| {pair} | {k} | " + " | ".join("{:.4f} +- {:.4f}".format(*mean_std([d[lay] for d in ds]))
+                                                  for lay in layers) + " |")
+    corr = []  # (layer, mean r masks, std, mean r random, std, seeds)
+    if psim is not None and len(pairs) >= 2:
+        x = [psim[p] for p in pairs]
+        per_seed = {}
+        for s in seeds:
+            liou = {p: dict(A.layer_iou(masks[groups[p[0]][s]], masks[groups[p[1]][s]])) for p in pairs}
+            lrand = {p: dict(A.layer_iou(rand[groups[p[0]][s]], rand[groups[p[1]][s]])) for p in pairs}
+            for p in pairs:
+                liou[p]["all"] = A.iou(masks[groups[p[0]][s]], masks[groups[p[1]][s]])
+                lrand[p]["all"] = A.iou(rand[groups[p[0]][s]], rand[groups[p[1]][s]])
+            per_seed[s] = {lay: (A.pearson(x, [liou[p][lay] for p in pairs]), A.pearson(x, [lrand[p][lay] for p in pairs]))
+                           for lay in layers}
+        for lay in layers:
+            rm = mean_std([per_seed[s][lay][0] for s in seeds])
+            rr = mean_std([per_seed[s][lay][1] for s in seeds])
+            corr.append((lay, *rm, *rr, len(seeds)))
+        md += ["", "## Mask similarity vs phonetic similarity (Pearson r over condition pairs, mean +- std over seeds)",
+               "", f"{len(pairs)} condition pairs; phonetic similarity = Jaccard of the phone inventories; "
+               "r of each seed's mask IoU (and its random masks' IoU) with it:", "",
+               "| layer | r (masks) | r (random masks) | seeds |", "|---|---|---|---|"]
+        md += [f"| {lay} | {m_:.3f} +- {sd:.3f} | {m2:.3f} +- {sd2:.3f} | {n} |" for lay, m_, sd, m2, sd2, n in corr]
+        md += ["", "Per seed (all layers): " + ", ".join(f"seed {s}: r = {per_seed[s]['all'][0]:.3f}" for s in seeds)]
+    text = "\n".join(md) + "\n"
+    plt = pyplot()
+    with output_dir(out, "parp-fairseq-analyze") as tmp:
+        for s in seeds:
+            analyze({c: masks[groups[c][s]] for c in conds}, tmp / f"seed{s}", phones, seed,
+                    {c: (methods or {}).get(groups[c][s], "") for c in conds})
+        (tmp / "seeds_cosine.tsv").write_text("kind\tpair\tlayer\tmean\tstd\tn\n" + "".join(
+            f"{k}\t{pair}\t{lay}\t{m_:.5f}\t{sd:.5f}\t{len(ds)}\n" for (k, pair), ds in per_pair.items()
+            for lay in layers for m_, sd in [mean_std([d[lay] for d in ds])]) + "".join(
+            f"{k}\tall\t{lay}\t{agg[(k, lay)][0]:.5f}\t{agg[(k, lay)][1]:.5f}\t{agg[(k, lay)][2]}\n"
+            for k in kinds for lay in layers))
+        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(layers)), 3.8))
+        for i, k in enumerate(kinds):
+            xs = [j + (i - 1) * 0.08 for j in range(len(layers))]
+            ax.errorbar(xs, [agg[(k, lay)][0] for lay in layers], yerr=[agg[(k, lay)][1] for lay in layers],
+                        marker="o", capsize=3, ls="--" if k == "random" else "-", label=labels[k])
+        ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
+        ax.set_ylabel("mask cosine similarity")
+        ax.set_title(f"per-layer mask cosine, mean +- std over pairs x seeds ({len(seeds)} seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(tmp / "seeds_cosine.png", dpi=110)
+        plt.close(fig)
+        if corr:
+            (tmp / "seeds_phonetic_correlation.tsv").write_text(
+                "layer\tpearson_mask_iou\tstd\tpearson_random_iou\tstd_random\tseeds\tpairs\n" + "".join(
+                    f"{lay}\t{m_:.4f}\t{sd:.4f}\t{m2:.4f}\t{sd2:.4f}\t{n}\t{len(pairs)}\n"
+                    for lay, m_, sd, m2, sd2, n in corr))
+            fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(layers)), 3.5))
+            xs = range(len(corr))
+            ax.bar([j - 0.2 for j in xs], [c[1] for c in corr], 0.4, yerr=[c[2] for c in corr], capsize=3,
+                   label="masks")
+            ax.bar([j + 0.2 for j in xs], [c[3] for c in corr], 0.4, yerr=[c[4] for c in corr], capsize=3,
+                   label="random masks")
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set_xticks(list(xs), [c[0] for c in corr], rotation=45, ha="right")
+            ax.set_ylabel("Pearson r (mask IoU vs phone Jaccard)")
+            ax.set_title(f"{len(pairs)} condition pairs, mean +- std over {len(seeds)} seeds", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            fig.savefig(tmp / "seeds_phonetic_correlation.png", dpi=110)
+            plt.close(fig)
+        (tmp / "seeds_summary.md").write_text(text)
+    return text
+
+
 def group_of(name: str) -> str:
     """The language / condition of a mask name: the name without a trailing ``_<seed>`` (``nl_real_2`` ->
     ``nl_real``, ``en_1`` -> ``en``, ``en`` -> ``en``)."""
@@ -332,6 +502,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="IoU-vs-sparsity mode: --masks are FINETUNED checkpoints (NAME=PATH, NAME = condition "
                          "plus an optional _SEED, e.g. nl_real_2); their OMP masks at each sparsity are compared "
                          "within and across conditions (PARP Fig. 10-27)")
+    ap.add_argument("--by-seed", action="store_true",
+                    help="--masks are named CONDITION_SEED (en_1 en_2 nl_1 nl_2 ...): compare the conditions within "
+                         "each seed, against the same condition's other seeds and random masks, and report mean "
+                         "+- std over seeds (seeds_*.tsv/png/md; --phones then keyed by CONDITION)")
     ap.add_argument("--mpi", default=None, metavar="PRETRAINED",
                     help="with --sparsities: also the MPI mask of this pretrained checkpoint vs every OMP mask")
     args = ap.parse_args(argv)
@@ -339,6 +513,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     def body() -> int:
         paths = _pairs(args.masks, "--masks")
         check_output_dir(args.out, "parp-fairseq-analyze")  # before reading anything
+        if args.by_seed:
+            split_seeds(list(paths))  # names checked before any file is read
+            if args.sparsities is not None:
+                raise ValueError("--by-seed and --sparsities are two modes; give one of them")
         if args.mpi and args.sparsities is None:
             raise ValueError("--mpi is used with --sparsities only (give MPI mask files to --masks otherwise)")
         if args.sparsities is not None:
@@ -353,8 +531,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"{p} does not exist")
             masks[n], methods[n] = _load(p)
-        text = analyze(masks, Path(args.out), _pairs(args.phones, "--phones") if args.phones else None, args.seed,
-                       methods)
+        fn = by_seed if args.by_seed else analyze
+        text = fn(masks, Path(args.out), _pairs(args.phones, "--phones") if args.phones else None, args.seed, methods)
         print(text)
         print(f"wrote {args.out}/ (summary.md, *.tsv, *.png)")
         return 0

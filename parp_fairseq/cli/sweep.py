@@ -10,8 +10,9 @@
 folder per point named by its settings (``<lang>/<method>_s<sparsity>_seed<seed>``; the dense model of
 a language is ``<lang>/dense_seed<seed>``). Finished points (``DONE``) are skipped, so an interrupted
 sweep resumes. Points that need another are ordered after it: OMP, IMP and S3-Router-P start from the
-dense model of their language; ``--transfer A:B`` finetunes language B with PARP starting from the OMP
-mask of language A (the cross-lingual mask transfer of the PARP paper; ``B:B`` is run too, as the
+dense model of their language (every language gets one as its reference; ``--no-dense-reference``: only
+where a point needs it); ``--transfer A:B`` finetunes language B with PARP starting from the OMP mask of
+language A (the cross-lingual mask transfer of the PARP paper; ``B:B`` is run too, as the
 same-language reference). With CUDA the world size is every visible GPU (``WORLD_SIZE`` or
 ``--world-size`` override it) through fairseq's own distributed training; without, one CPU process.
 
@@ -46,7 +47,7 @@ from ..procutil import workdir_lock
 from ..reporting import mean_std
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
-NEEDS_DENSE = ("omp", "imp", "s3router_p")
+NEEDS_DENSE = ("omp", "imp", "s3router_p")  # start from the finetuned dense model of their language
 SCORED = ("s3router", "s3router_p")  # the methods that learn scores (their init: --score-init)
 # decoded where the language folder has them: held-out synthetic speakers / a real task's held-out
 # sentences, a real task's held-out speakers, recorded speech beside a synthesized language
@@ -207,13 +208,15 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
     t0 = time.time()
     for seed in args.seeds:
         for lang in args.langs:
-            train(point_dir(work, lang, "dense", None, seed), lang, seed)  # every language's reference
+            if args.dense_reference or "dense" in args.methods:  # every language's reference
+                train(point_dir(work, lang, "dense", None, seed), lang, seed)
             for method in (m for m in args.methods if m != "dense"):
                 for s in args.sparsities:
                     d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "", granularity=gran,
                                   score_init=init_suffix[method])
                     scores = [f"model.pruning.score_init={inits[method]}"] if inits[method] else []
-                    dense = _final_checkpoint(point_dir(work, lang, "dense", None, seed))
+                    if method in NEEDS_DENSE:  # (trained here when --no-dense-reference skipped it above)
+                        dense = train(point_dir(work, lang, "dense", None, seed), lang, seed)
                     if method == "omp":
                         train(d, lang, seed, "pruning=omp", *rank,
                               f"model.pruning.mask_path={omp_mask(lang, seed, s, args.ranking or '')}")
@@ -649,6 +652,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "magnitude_scale (|w| / score_scale), kaiming (random). Default: the method's overlay "
                         "(s3router: ori, s3router_p: magnitude_scale); any other init gives the run folders a "
                         "-INIT suffix and its own method rows, e.g. s3router-kaiming")
+    r.add_argument("--no-dense-reference", dest="dense_reference", action="store_false",
+                   help="train a language's dense model only where a point starts from it (OMP, IMP, "
+                        "S3-Router-P, --transfer) or `dense` is in --methods; by default every language gets "
+                        "its dense reference (the line in the plots), e.g. skip it for S3-Router masks alone")
     r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction removed per round (see --imp-schedule)")
     r.add_argument("--imp-schedule", choices=("remaining", "original"), default="remaining",
                    help="IMP: rate of the REMAINING weights per round, or of the ORIGINAL ones (official code)")

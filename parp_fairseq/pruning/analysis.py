@@ -112,6 +112,13 @@ def _by_layer(a: Masks, b: Masks, fn) -> "OrderedDict[str, float]":
     return out
 
 
+def cosine(a: Masks, b: Masks) -> float:
+    """Cosine similarity of two masks as 0/1 vectors over all their entries."""
+    _check_same(a, b)
+    inter, _, ka, kb, _ = _counts(a, b, list(a))
+    return inter / math.sqrt(ka * kb) if ka and kb else 0.0
+
+
 def layer_cosine(a: Masks, b: Masks) -> "OrderedDict[str, float]":
     """Cosine similarity of two masks as 0/1 vectors, per transformer layer."""
     return _by_layer(a, b, lambda i, u, ka, kb: i / math.sqrt(ka * kb) if ka and kb else 0.0)
