@@ -129,6 +129,20 @@ def _bars(path: Path, layers: List[str], series: Dict[str, List[float]], ylabel:
     plt.close(fig)
 
 
+def _inventories(names: List[str], phones: Dict[str, str], how: str) -> Dict[str, set]:
+    """The phone inventory (first column of a fairseq dict.phn.txt) of every name."""
+    missing = [n for n in names if n not in phones]
+    if missing:
+        raise ValueError(f"--phones has no inventory for {missing}; give {how}")
+    inv = {}
+    for n in names:
+        p = Path(phones[n])
+        if not p.is_file():
+            raise FileNotFoundError(f"phone inventory {p} does not exist")
+        inv[n] = {ln.split()[0] for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()}
+    return inv
+
+
 def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] = None, seed: int = 0,
             methods: Optional[Dict[str, str]] = None) -> str:
     names = list(masks)
@@ -170,15 +184,7 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
         md += [f"| {a} | {b} | {x:.4f} | {r:.4f} | {e:.4f} | {x / e:.2f}x |" for a, b, x, r, e in mo_rows]
     corr = layer_corr = None
     if phones:
-        missing = [n for n in names if n not in phones]
-        if missing:
-            raise ValueError(f"--phones has no inventory for {missing}; give NAME=dict.phn.txt for every mask")
-        inv = {}
-        for n in names:
-            p = Path(phones[n])
-            if not p.is_file():
-                raise FileNotFoundError(f"phone inventory {p} does not exist")
-            inv[n] = {ln.split()[0] for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()}
+        inv = _inventories(names, phones, "NAME=dict.phn.txt for every mask")
         psim = [[A.jaccard(inv[a], inv[b]) for b in names] for a in names]
         x = A.upper_pairs(psim)
         r_mask = A.pearson(x, A.upper_pairs(ious)) if len(x) >= 2 else float("nan")
@@ -270,15 +276,7 @@ def by_seed(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
     seeds = sorted(next(iter(groups.values())))
     psim = None
     if phones:
-        missing = [c for c in conds if c not in phones]
-        if missing:
-            raise ValueError(f"--phones has no inventory for {missing}; with --by-seed give CONDITION=dict.phn.txt")
-        inv = {}
-        for c in conds:
-            path = Path(phones[c])
-            if not path.is_file():
-                raise FileNotFoundError(f"phone inventory {path} does not exist")
-            inv[c] = {ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()}
+        inv = _inventories(conds, phones, "CONDITION=dict.phn.txt with --by-seed")
         psim = {(a, b): A.jaccard(inv[a], inv[b]) for i, a in enumerate(conds) for b in conds[i + 1:]}
     pairs = [(a, b) for i, a in enumerate(conds) for b in conds[i + 1:]]
     rand = {n: A.random_like(m, seed + i) for i, (n, m) in enumerate(masks.items())}
