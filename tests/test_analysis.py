@@ -52,6 +52,26 @@ def test_pearson_and_errors():
         A.iou(_m([1, 0], [1, 0]), {"x": torch.ones(2, dtype=torch.bool)})
 
 
+def test_mantel_permutation_test():
+    """Exact over all 6! relabellings for 6 items: a matrix against itself is the most extreme (p = 1/720),
+    against its negation the least (p = 1); rows and columns move together (pairs are not independent)."""
+    import random
+
+    rng = random.Random(1)
+    n = 6
+    m = [[1.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            m[i][j] = m[j][i] = rng.random()
+    assert A.mantel_p(m, [m]) == pytest.approx(1 / 720)
+    assert A.mantel_p(m, [[[-v for v in row] for row in m]]) == 1.0
+    assert 1 / 720 <= A.mantel_p(m, [m], max_perms=100, seed=3) <= 0.05  # sampled permutations, identity first
+    with pytest.raises(ValueError, match=">= 3 items"):
+        A.mantel_p([[1, 0], [0, 1]], [[[1, 0], [0, 1]]])
+    with pytest.raises(ValueError, match="different items"):
+        A.mantel_p(m, [[[1.0]]])
+
+
 def test_analyze_cli_writes_tables_and_plots(tmp_path, capsys):
     shapes = {f"encoder.layers.{i}.{p}.weight": torch.Size([32, 16]) for i in range(2) for p in ("fc1", "fc2")}
     base = {n: torch.randn(s, generator=torch.Generator().manual_seed(7)) for n, s in shapes.items()}
@@ -74,6 +94,9 @@ def test_analyze_cli_writes_tables_and_plots(tmp_path, capsys):
     iou = [ln.split("\t") for ln in (out / "iou.tsv").read_text().splitlines()]
     assert iou[1][1] == "1.0000" and 0.33 < float(iou[1][2]) < 1.0
     assert "Pearson r over 3 language pairs" in (out / "summary.md").read_text()
+    corr = (out / "phonetic_correlation.tsv").read_text().splitlines()
+    p_value = float(corr[1].split("\t")[-1])  # exact over the 3! relabellings: a multiple of 1/6
+    assert corr[0].split("\t")[-1] == "mantel_p" and p_value == pytest.approx(round(6 * p_value) / 6, abs=1e-3)
     layers = [ln.split("\t") for ln in (out / "phonetic_correlation_layers.tsv").read_text().splitlines()]
     assert [r[0] for r in layers[1:]] == ["layers.0", "layers.1"] and all(-1 <= float(r[1]) <= 1 for r in layers[1:])
     # bad input: one clear error, nothing written
@@ -213,7 +236,12 @@ def test_analyze_by_seed_against_hand_computation(tmp_path, capsys):
     r = [A.pearson(x, [A.iou(masks[f"{a}_{s}"], masks[f"{b}_{s}"]) for a, b in pairs]) for s in (1, 2)]
     corr = {ln.split("\t")[0]: ln.split("\t") for ln in (out / "seeds_phonetic_correlation.tsv").read_text().splitlines()[1:]}
     assert float(corr["all"][1]) == pytest.approx(sum(r) / 2, abs=1e-4) and float(corr["all"][1]) > 0.9
-    assert corr["all"][5:] == ["2", "3"]
+    assert corr["all"][5:7] == ["2", "3"]
+    # Mantel test: relabel the 3 conditions (3! = 6 ways); the mean r over seeds is the statistic
+    names = list(conds)
+    xmat = [[A.jaccard(inv[a], inv[b]) for b in names] for a in names]
+    ys = [[[A.iou(masks[f"{a}_{s}"], masks[f"{b}_{s}"]) for b in names] for a in names] for s in (1, 2)]
+    assert float(corr["all"][7]) == pytest.approx(A.mantel_p(xmat, ys), abs=1e-3) and float(corr["all"][7]) < 0.34
     # bad input: one clear line, nothing written
     bad = tmp_path / "bad"
     assert analyze_cli.main(["--by-seed", "--masks", *paths[:-1], "--out", str(bad)]) == 2

@@ -13,7 +13,8 @@ Inputs are mask files (``parp-fairseq-mask``) or pruned checkpoints (their masks
 * ``layer_cosine.*``: per-layer cosine similarity of every pair of masks (and of their random twins);
 * with ``--phones``: the Pearson correlation over language pairs between mask IoU and phonetic
   similarity (Jaccard of the phone inventories), for the masks and for the random baseline, overall
-  and per transformer layer (S3-Router supplement Table 2: ``phonetic_correlation_layers.tsv``);
+  and per transformer layer (S3-Router supplement Table 2: ``phonetic_correlation_layers.tsv``), with a
+  Mantel permutation p-value (languages relabelled; language pairs are not independent samples);
 * ``mpi_vs_omp.tsv``: where both an MPI and an OMP mask are given (their files record the method),
   the IoU of each MPI-OMP pair next to the random-mask IoU - PARP's premise that the pretrained
   model's magnitude mask is already close to the finetuned one's;
@@ -189,11 +190,13 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
         x = A.upper_pairs(psim)
         r_mask = A.pearson(x, A.upper_pairs(ious)) if len(x) >= 2 else float("nan")
         r_rand = A.pearson(x, A.upper_pairs(rious)) if len(x) >= 2 else float("nan")
-        corr = (r_mask, r_rand, len(x))
+        p_mask = A.mantel_p(psim, [ious]) if len(names) >= 3 else float("nan")
+        corr = (r_mask, r_rand, len(x), p_mask)
         md += ["", "## Mask similarity vs phonetic similarity", "",
                "Phonetic similarity = Jaccard index of the phone inventories (dict.phn.txt):", "", _md(names, psim), "",
                f"Pearson r over {len(x)} language pairs: mask IoU vs phonetic similarity = **{r_mask:.3f}**; "
-               f"random-mask baseline = {r_rand:.3f}."]
+               f"random-mask baseline = {r_rand:.3f}; Mantel permutation p = {p_mask:.3g} (one-sided: the chance "
+               f"that relabelling the languages gives an r this high)."]
         if len(x) >= 2:  # per layer (S3-Router supplement Table 2)
             pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
             liou = {p: A.layer_iou(masks[p[0]], masks[p[1]]) for p in pairs}
@@ -223,7 +226,8 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
               "cosine similarity", "per-layer mask cosine similarity (random twins ~ keep fraction)")
         if corr is not None:
             (tmp / "phonetic_correlation.tsv").write_text(
-                f"pairs\tpearson_mask_iou\tpearson_random_iou\n{corr[2]}\t{corr[0]:.4f}\t{corr[1]:.4f}\n")
+                f"pairs\tpearson_mask_iou\tpearson_random_iou\tmantel_p\n{corr[2]}\t{corr[0]:.4f}\t{corr[1]:.4f}\t"
+                f"{corr[3]:.4g}\n")
         if layer_corr is not None:
             (tmp / "phonetic_correlation_layers.tsv").write_text(
                 "layer\tpearson_mask_iou\tpearson_random_iou\n"
@@ -322,7 +326,9 @@ def by_seed(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
     corr = []  # (layer, mean r masks, std, mean r random, std, seeds)
     if psim is not None and len(pairs) >= 2:
         x = [psim[p] for p in pairs]
-        per_seed = {}
+        per_seed, mats = {}, {}  # mats[layer]: every seed's IoU matrix over the conditions (Mantel test)
+        idx = {c: i for i, c in enumerate(conds)}
+        xmat = [[1.0 if a == b else psim[(a, b) if idx[a] < idx[b] else (b, a)] for b in conds] for a in conds]
         for s in seeds:
             liou = {p: dict(A.layer_iou(masks[groups[p[0]][s]], masks[groups[p[1]][s]])) for p in pairs}
             lrand = {p: dict(A.layer_iou(rand[groups[p[0]][s]], rand[groups[p[1]][s]])) for p in pairs}
@@ -331,15 +337,22 @@ def by_seed(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
                 lrand[p]["all"] = A.iou(rand[groups[p[0]][s]], rand[groups[p[1]][s]])
             per_seed[s] = {lay: (A.pearson(x, [liou[p][lay] for p in pairs]), A.pearson(x, [lrand[p][lay] for p in pairs]))
                            for lay in layers}
+            for lay in layers:
+                m = [[1.0] * len(conds) for _ in conds]
+                for a, b in pairs:
+                    m[idx[a]][idx[b]] = m[idx[b]][idx[a]] = liou[(a, b)][lay]
+                mats.setdefault(lay, []).append(m)
         for lay in layers:
             rm = mean_std([per_seed[s][lay][0] for s in seeds])
             rr = mean_std([per_seed[s][lay][1] for s in seeds])
-            corr.append((lay, *rm, *rr, len(seeds)))
+            corr.append((lay, *rm, *rr, len(seeds), A.mantel_p(xmat, mats[lay], seed=seed)))
         md += ["", "## Mask similarity vs phonetic similarity (Pearson r over condition pairs, mean +- std over seeds)",
                "", f"{len(pairs)} condition pairs; phonetic similarity = Jaccard of the phone inventories; "
-               "r of each seed's mask IoU (and its random masks' IoU) with it:", "",
-               "| layer | r (masks) | r (random masks) | seeds |", "|---|---|---|---|"]
-        md += [f"| {lay} | {m_:.3f} +- {sd:.3f} | {m2:.3f} +- {sd2:.3f} | {n} |" for lay, m_, sd, m2, sd2, n in corr]
+               "r of each seed's mask IoU (and its random masks' IoU) with it; Mantel p: the fraction of relabellings "
+               "of the conditions whose mean r over seeds is at least the observed one:", "",
+               "| layer | r (masks) | r (random masks) | seeds | Mantel p |", "|---|---|---|---|---|"]
+        md += [f"| {lay} | {m_:.3f} +- {sd:.3f} | {m2:.3f} +- {sd2:.3f} | {n} | {pv:.3g} |"
+               for lay, m_, sd, m2, sd2, n, pv in corr]
         md += ["", "Per seed (all layers): " + ", ".join(f"seed {s}: r = {per_seed[s]['all'][0]:.3f}" for s in seeds)]
     text = "\n".join(md) + "\n"
     plt = pyplot()
@@ -367,9 +380,9 @@ def by_seed(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
         plt.close(fig)
         if corr:
             (tmp / "seeds_phonetic_correlation.tsv").write_text(
-                "layer\tpearson_mask_iou\tstd\tpearson_random_iou\tstd_random\tseeds\tpairs\n" + "".join(
-                    f"{lay}\t{m_:.4f}\t{sd:.4f}\t{m2:.4f}\t{sd2:.4f}\t{n}\t{len(pairs)}\n"
-                    for lay, m_, sd, m2, sd2, n in corr))
+                "layer\tpearson_mask_iou\tstd\tpearson_random_iou\tstd_random\tseeds\tpairs\tmantel_p\n" + "".join(
+                    f"{lay}\t{m_:.4f}\t{sd:.4f}\t{m2:.4f}\t{sd2:.4f}\t{n}\t{len(pairs)}\t{pv:.4g}\n"
+                    for lay, m_, sd, m2, sd2, n, pv in corr))
             fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(layers)), 3.5))
             xs = range(len(corr))
             ax.bar([j - 0.2 for j in xs], [c[1] for c in corr], 0.4, yerr=[c[2] for c in corr], capsize=3,

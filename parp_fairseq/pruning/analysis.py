@@ -160,3 +160,36 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
 def upper_pairs(matrix: List[List[float]]) -> List[float]:
     """The values above the diagonal (each unordered pair once)."""
     return [matrix[i][j] for i in range(len(matrix)) for j in range(i + 1, len(matrix))]
+
+
+def mantel_p(x: List[List[float]], ys: Sequence[List[List[float]]], max_perms: int = 5040, seed: int = 0) -> float:
+    """One-sided Mantel test of a similarity matrix ``x`` against one or more matrices ``ys`` over the
+    same items (e.g. phone similarity vs the mask IoU of each seed): the statistic is the mean over ``ys``
+    of the Pearson r of their upper triangles; the items of ``x`` are permuted (rows and columns together,
+    as pairs are not independent) - every permutation when there are at most ``max_perms``, else
+    ``max_perms`` random ones - and p = the fraction of permutations whose statistic is >= the observed
+    one (the identity included, so p >= 1 / permutations)."""
+    import itertools
+    import random
+
+    n = len(x)
+    if n < 3:
+        raise ValueError(f"a Mantel test needs >= 3 items, got {n}")
+    for y in ys:
+        if len(y) != n:
+            raise ValueError(f"matrices over different items: {n} vs {len(y)}")
+    flat = [upper_pairs(y) for y in ys]
+
+    def stat(perm) -> float:
+        xp = upper_pairs([[x[perm[i]][perm[j]] for j in range(n)] for i in range(n)])
+        return sum(pearson(xp, f) for f in flat) / len(flat)
+
+    observed = stat(list(range(n)))
+    if math.factorial(n) <= max_perms:
+        perms = list(itertools.permutations(range(n)))
+    else:
+        rng = random.Random(seed)
+        perms = [tuple(range(n))] + [tuple(rng.sample(range(n), n)) for _ in range(max_perms - 1)]
+    hits = sum(1 for pm in perms if stat(pm) >= observed - 1e-12)
+    return hits / len(perms)
+
