@@ -15,6 +15,16 @@ def _m(*rows):
             "encoder.layers.1.fc1.weight": torch.tensor(rows[1], dtype=torch.bool)}
 
 
+def _phone_dicts(folder, inventories):
+    """A fairseq dict.phn.txt per language (``{lang: "a b c"}``) in ``folder``, as ``--phones`` arguments."""
+    out = []
+    for lang, inv in inventories.items():
+        d = folder / f"dict.{lang}.txt"
+        d.write_text("".join(f"{s} 1\n" for s in inv.split()))
+        out.append(f"{lang}={d}")
+    return out
+
+
 def test_iou_overlap_cosine_by_hand():
     a = _m([1, 1, 0, 0], [1, 0, 1, 0])
     b = _m([1, 0, 1, 0], [1, 0, 1, 0])
@@ -81,11 +91,7 @@ def test_analyze_cli_writes_tables_and_plots(tmp_path, capsys):
         p = tmp_path / f"{lang}.pt"
         save_mask_file(p, MaskFile(magnitude_masks(w, 0.5), 0.5, "omp", "global"))
         paths.append(f"{lang}={p}")
-    phones = []
-    for lang, inv in (("nl", "a b c d"), ("es", "a b c e"), ("ru", "x y c")):
-        d = tmp_path / f"dict.{lang}.txt"
-        d.write_text("".join(f"{s} 1\n" for s in inv.split()))
-        phones.append(f"{lang}={d}")
+    phones = _phone_dicts(tmp_path, {"nl": "a b c d", "es": "a b c e", "ru": "x y c"})
     out = tmp_path / "analysis"
     assert analyze_cli.main(["--masks", *paths, "--phones", *phones, "--out", str(out)]) == 0
     for f in ("iou.tsv", "iou.png", "overlap.png", "random_iou.tsv", "layer_sparsity.tsv", "layer_sparsity.png",
@@ -210,11 +216,7 @@ def test_analyze_by_seed_against_hand_computation(tmp_path, capsys):
             p = tmp_path / f"{c}_{seed}.pt"
             save_mask_file(p, MaskFile(masks[f"{c}_{seed}"], 0.5, "s3router", "tensor"))
             paths.append(f"{c}_{seed}={p}")
-    phones = []
-    for c, inv in (("nl", "a b c d e"), ("es", "a b c d f"), ("ru", "x y z c")):
-        d = tmp_path / f"dict.{c}.txt"
-        d.write_text("".join(f"{s} 1\n" for s in inv.split()))
-        phones.append(f"{c}={d}")
+    phones = _phone_dicts(tmp_path, {"nl": "a b c d e", "es": "a b c d f", "ru": "x y z c"})
     out = tmp_path / "seeds"
     assert analyze_cli.main(["--by-seed", "--masks", *paths, "--phones", *phones, "--out", str(out)]) == 0
     for f in ("seeds_cosine.tsv", "seeds_cosine.png", "seeds_phonetic_correlation.tsv",
