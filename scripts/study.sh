@@ -9,7 +9,8 @@
 #   scripts/study.sh claim2         # real Dutch / Czech PER vs sparsity
 #   scripts/study.sh claim4         # cross-lingual transfer matrix (PARP from another language's OMP mask)
 #   scripts/study.sh claim5         # S3-Router masks of 6 languages: layer cosine + Pearson with phonetics
-#   scripts/study.sh claim6         # S3-Router at 10 % with ori / magnitude / kaiming scores; S3-Router-P
+#   scripts/study.sh claim6         # S3-Router at 10 % with ori / magnitude / kaiming scores; then claim6p
+#   scripts/study.sh claim6p        # S3-Router-P vs PARP vs OMP over SPARSITIES (S3-Router Fig. 4-5) alone
 #   scripts/study.sh claim7         # PARP at 10 % vs the full model, Viterbi and KenLM
 #   DRY=1 scripts/study.sh claim1   # print the commands only
 #   SEEDS="1 2 3" SPARSITIES="0.1 0.5 0.9" scripts/study.sh claim1
@@ -28,6 +29,7 @@ METHODS=${METHODS:-"omp mpi imp parp s3router_p"}
 REAL_UPDATES=${REAL_UPDATES:-1600}
 REAL_LR=${REAL_LR:-0.001}
 PHN_LANGS=${PHN_LANGS:-"en es fr it nl ru"}
+P_INITS=${P_INITS:-"magnitude_scale kaiming"}  # S3-Router-P score inits of claim6 / claim6p
 DRY=${DRY:-}
 
 run() {  # echo, then run unless DRY
@@ -38,6 +40,15 @@ sweep() { run "$BIN/parp-fairseq-sweep" run --config-name study "$@"; }
 collect() { run "$BIN/parp-fairseq-sweep" collect "$@"; }
 real=(-- "optimization.max_update=$REAL_UPDATES" "optimization.lr=[$REAL_LR]")
 kenlm=(--lm "$EXP/lm_{lang}/lm.bin" --lexicon "$EXP/lm_{lang}/lexicon.txt")
+
+claim6p() {  # S3-Router-P from the finetuned |w| (official) or at random (P_INITS), PARP and OMP: same seeds
+  for init in $P_INITS; do
+    sweep --workdir "$EXP/study_claim6" --data-root "$FULL" --labels ltr --langs en --methods s3router_p \
+        --sparsities $SPARSITIES --seeds $SEEDS --score-init $init
+  done
+  sweep --workdir "$EXP/study_claim6" --data-root "$FULL" --labels ltr --langs en --methods omp parp \
+      --sparsities $SPARSITIES --seeds $SEEDS
+}
 
 claim=${1:-}
 case "$claim" in
@@ -74,23 +85,21 @@ case "$claim" in
       phones+=("$lang=$FULL/$lang/dict.phn.txt")
     done
     run "$BIN/parp-fairseq-analyze" --by-seed --masks "${masks[@]}" --phones "${phones[@]}" --out "$EXP/study_claim5/analysis" ;;
-  claim6)  # S3-Router Table 1 / Fig. 2 (finetuning by masks, 3 inits) and Fig. 4-5 (S3-Router-P vs PARP vs OMP)
+  claim6)  # S3-Router Table 1 / Fig. 2 (finetuning by masks, 3 inits), then claim6p
     for init in ori magnitude kaiming; do
       sweep --workdir "$EXP/study_claim6" --data-root "$FULL" --labels ltr --langs en --methods s3router \
           --sparsities 0.1 --seeds $SEEDS --score-init $init
     done
-    for init in magnitude_scale kaiming; do  # S3-Router-P starts from the finetuned |w| (official) or at random
-      sweep --workdir "$EXP/study_claim6" --data-root "$FULL" --labels ltr --langs en --methods s3router_p \
-          --sparsities $SPARSITIES --seeds $SEEDS --score-init $init
-    done
-    sweep --workdir "$EXP/study_claim6" --data-root "$FULL" --labels ltr --langs en --methods omp parp \
-        --sparsities $SPARSITIES --seeds $SEEDS
+    claim6p
+    collect --workdir "$EXP/study_claim6" "${kenlm[@]}" ;;
+  claim6p)  # S3-Router Fig. 4-5 alone: S3-Router-P vs PARP vs OMP over SPARSITIES
+    claim6p
     collect --workdir "$EXP/study_claim6" "${kenlm[@]}" ;;
   claim7)  # PARP Tables 5-6
     sweep --workdir "$EXP/study_claim7" --data-root "$FULL" --labels ltr --langs en --methods parp \
         --sparsities 0.1 --seeds $SEEDS
     collect --workdir "$EXP/study_claim7" "${kenlm[@]}" ;;
   *)
-    echo "usage: scripts/study.sh data|claim1|claim2|claim4|claim5|claim6|claim7 (DRY=1: print the commands)" >&2
+    echo "usage: scripts/study.sh data|claim1|claim2|claim4|claim5|claim6|claim6p|claim7 (DRY=1: print the commands)" >&2
     exit 2 ;;
 esac

@@ -11,7 +11,7 @@ import pytest
 from parp_fairseq.cli import sweep as sweep_cli
 
 REPO = Path(__file__).resolve().parents[1]
-CLAIMS = ("data", "claim1", "claim2", "claim4", "claim5", "claim6", "claim7")
+CLAIMS = ("data", "claim1", "claim2", "claim4", "claim5", "claim6", "claim6p", "claim7")
 
 
 def _dry(claim, tmp_path, **env):
@@ -50,6 +50,13 @@ def test_study_commands_parse(claim, tmp_path):
         inits = [(a[a.index("--methods") + 1], a[a.index("--score-init") + 1]) for a in runs if "--score-init" in a]
         assert inits == [("s3router", "ori"), ("s3router", "magnitude"), ("s3router", "kaiming"),
                          ("s3router_p", "magnitude_scale"), ("s3router_p", "kaiming")]
+    if claim in ("claim6", "claim6p"):  # S3-Router-P vs PARP vs OMP: over the sparsities, into one work folder
+        tail = [a for a in runs if a[a.index("--methods") + 1] != "s3router"]
+        assert [a[a.index("--methods") + 1:a.index("--methods") + 3] for a in tail] == [
+            ["s3router_p", "--sparsities"], ["s3router_p", "--sparsities"], ["omp", "parp"]]
+        assert all(a[a.index("--sparsities") + 1:a.index("--sparsities") + 6] == ["0.1", "0.3", "0.5", "0.7", "0.9"]
+                   for a in tail)
+        assert len({a[a.index("--workdir") + 1] for a in runs}) == 1
 
 
 def test_study_script_env_and_usage(tmp_path):
@@ -57,5 +64,9 @@ def test_study_script_env_and_usage(tmp_path):
     argv = cmds[0][1:]
     assert argv[argv.index("--seeds") + 1:argv.index("--seeds") + 2] == ["4"]
     assert argv[argv.index("--sparsities") + 1:argv.index("--sparsities") + 3] == ["0.2", "0.8"]
+    cmds = _dry("claim6p", tmp_path, SPARSITIES="0.7", P_INITS="magnitude_scale")
+    runs = [c[2:] for c in cmds if c[1] == "run"]
+    assert len(runs) == 2 and all(a[a.index("--sparsities") + 1] == "0.7" for a in runs)
+    assert runs[0][runs[0].index("--score-init") + 1] == "magnitude_scale"
     out = subprocess.run(["bash", str(REPO / "scripts" / "study.sh"), "claim9"], capture_output=True, text=True)
     assert out.returncode == 2 and "usage" in out.stderr
