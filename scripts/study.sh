@@ -14,6 +14,7 @@
 #   scripts/study.sh claim7         # PARP at 10 % vs the full model, Viterbi and KenLM
 #   DRY=1 scripts/study.sh claim1   # print the commands only
 #   SEEDS="1 2 3" SPARSITIES="0.1 0.5 0.9" scripts/study.sh claim1
+#   LANGS=en_10min METHODS="omp mpi parp" SPARSITIES=0.9 scripts/study.sh claim1   # one slice of claim 1
 #
 # Every arm uses configs/finetune/study.yaml (one lr for all, chosen by the dense sweep); the real
 # tasks use it with the real-task budget (REAL_UPDATES updates at REAL_LR, as their dense references).
@@ -31,6 +32,7 @@ REAL_LR=${REAL_LR:-0.001}
 PHN_LANGS=${PHN_LANGS:-"en es fr it nl ru"}
 P_INITS=${P_INITS:-"magnitude_scale kaiming"}  # S3-Router-P score inits of claim6 / claim6p
 DRY=${DRY:-}
+# LANGS: the tasks of claim1 (default en_10min en_1h) or claim2 (default nl_real cs_real)
 
 run() {  # echo, then run unless DRY
   echo "+ $*"
@@ -62,11 +64,11 @@ case "$claim" in
           --dict "$FULL/$lang/dict.ltr.txt" --out-dir "$EXP/lm_$lang"
     done ;;
   claim1)  # PARP Fig. 3-4, S3-Router Fig. 4: 10 min and 1 h of English labels
-    sweep --workdir "$EXP/study_claim1" --data-root "$FULL" --labels ltr --langs en_10min en_1h \
+    sweep --workdir "$EXP/study_claim1" --data-root "$FULL" --labels ltr --langs ${LANGS:-en_10min en_1h} \
         --methods $METHODS --sparsities $SPARSITIES --seeds $SEEDS --imp-schedule original --imp-rate 0.1
     collect --workdir "$EXP/study_claim1" "${kenlm[@]}" ;;
   claim2)  # real Dutch and Czech (H2L-like), phone labels
-    sweep --workdir "$EXP/study_claim2" --data-root "$FULL" --labels phn --langs nl_real cs_real \
+    sweep --workdir "$EXP/study_claim2" --data-root "$FULL" --labels phn --langs ${LANGS:-nl_real cs_real} \
         --methods $METHODS --sparsities $SPARSITIES --seeds $SEEDS --imp-schedule original --imp-rate 0.1 "${real[@]}"
     collect --workdir "$EXP/study_claim2" ;;
   claim4)  # PARP Fig. 7 / 28; the same-language references come with every pair

@@ -64,6 +64,12 @@ def test_study_script_env_and_usage(tmp_path):
     argv = cmds[0][1:]
     assert argv[argv.index("--seeds") + 1:argv.index("--seeds") + 2] == ["4"]
     assert argv[argv.index("--sparsities") + 1:argv.index("--sparsities") + 3] == ["0.2", "0.8"]
+    for claim, default in (("claim1", ["en_10min", "en_1h"]), ("claim2", ["nl_real", "cs_real"])):
+        argv = _dry(claim, tmp_path)[0]
+        assert argv[argv.index("--langs") + 1:argv.index("--langs") + 3] == default
+        argv = _dry(claim, tmp_path, LANGS="en_10min", METHODS="omp parp")[0]
+        assert argv[argv.index("--langs") + 1:argv.index("--methods")] == ["en_10min"]
+        assert argv[argv.index("--methods") + 1:argv.index("--sparsities")] == ["omp", "parp"]
     cmds = _dry("claim6p", tmp_path, SPARSITIES="0.7", P_INITS="magnitude_scale")
     runs = [c[2:] for c in cmds if c[1] == "run"]
     assert len(runs) == 2 and all(a[a.index("--sparsities") + 1] == "0.7" for a in runs)
