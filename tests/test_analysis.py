@@ -231,6 +231,13 @@ def test_analyze_by_seed_against_hand_computation(tmp_path, capsys):
     assert float(rows[("same", "all", "layers.1")][3]) == pytest.approx(sum(same) / 3, abs=1e-5)
     agg = {k: float(rows[(k, "all", "all")][3]) for k in ("same", "cross", "random")}
     assert agg["same"] > agg["cross"] > agg["random"] == pytest.approx(0.5, abs=0.05)  # random at keep 0.5: ~k
+    # every seed's own analysis uses the summary's random masks: its random row averages to the summary's
+    per_seed = []
+    for s in (1, 2):
+        lines = [ln.split("\t") for ln in (out / f"seed{s}" / "layer_cosine.tsv").read_text().splitlines()]
+        col = lines[0].index("layers.1")
+        per_seed.append(float(next(r for r in lines[1:] if r[:2] == ["nl-es", "random"])[col]))
+    assert float(rows[("random", "nl-es", "layers.1")][3]) == pytest.approx(sum(per_seed) / 2, abs=1e-4)
     # Pearson r with the phone Jaccard, per seed by hand, then the mean
     inv = {"nl": set("abcde"), "es": set("abcdf"), "ru": set("xyzc")}
     pairs = [("nl", "es"), ("nl", "ru"), ("es", "ru")]

@@ -145,12 +145,15 @@ def _inventories(names: List[str], phones: Dict[str, str], how: str) -> Dict[str
 
 
 def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] = None, seed: int = 0,
-            methods: Optional[Dict[str, str]] = None) -> str:
+            methods: Optional[Dict[str, str]] = None, rand: Optional[Dict[str, Dict]] = None) -> str:
+    """Compare masks pairwise (IoU, overlap, per-layer sparsity and cosine, MPI vs OMP, phonetic correlation)
+    next to random masks of the same per-tensor sparsity: ``rand`` (``{name: mask}``, e.g. the ones
+    :func:`by_seed` already drew) or drawn here from ``seed``."""
     names = list(masks)
     methods = methods or {}
     if len(names) < 2:
         raise ValueError("give at least two masks to compare")
-    rand = {n: A.random_like(m, seed + i) for i, (n, m) in enumerate(masks.items())}
+    rand = rand or {n: A.random_like(m, seed + i) for i, (n, m) in enumerate(masks.items())}
     ious, ovl, rious = A.pairwise(masks, A.iou), A.pairwise(masks, A.overlap), A.pairwise(rand, A.iou)
     keep = {n: A.keep_fraction(m) for n, m in masks.items()}
     expected = [[A.random_iou(keep[a], keep[b]) if a != b else 1.0 for b in names] for a in names]
@@ -359,7 +362,8 @@ def by_seed(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
     with output_dir(out, "parp-fairseq-analyze") as tmp:
         for s in seeds:
             analyze({c: masks[groups[c][s]] for c in conds}, tmp / f"seed{s}", phones, seed,
-                    {c: (methods or {}).get(groups[c][s], "") for c in conds})
+                    {c: (methods or {}).get(groups[c][s], "") for c in conds},
+                    rand={c: rand[groups[c][s]] for c in conds})  # the random twins of the summary
         (tmp / "seeds_cosine.tsv").write_text("kind\tpair\tlayer\tmean\tstd\tn\n" + "".join(
             f"{k}\t{pair}\t{lay}\t{m_:.5f}\t{sd:.5f}\t{len(ds)}\n" for (k, pair), ds in per_pair.items()
             for lay in layers for m_, sd in [mean_std([d[lay] for d in ds])]) + "".join(
