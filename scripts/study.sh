@@ -2,7 +2,8 @@
 # The papers' study (issue 12; RESULTS.md "The papers' study"), one claim at a time, resumable: every
 # command is a `parp-fairseq-sweep run` (finished points are skipped) or an analysis that rewrites only
 # its own output folder. Rerun the same command after a stop. On a GPU machine each run uses every
-# visible GPU (fairseq distributed); on CPU one process per run (~9 min per 2,000-update run on one core).
+# visible GPU (fairseq distributed); on CPU one process per run (17-19 min per 2,000-update run
+# at 10 min of labels, two runs at a time on a 2-core machine, measured 2026-12-03).
 #
 #   scripts/study.sh data           # the corpora, label subsets (10 min, 1 h) and KenLMs the claims use
 #   scripts/study.sh claim1         # WER vs sparsity, 5 methods, 10 min and 1 h of English labels
