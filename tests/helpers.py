@@ -23,13 +23,41 @@ def make_task(data, labels: str = "ltr"):
     return tasks.setup_task(cfg)
 
 
-def build_parp(task, w2v_path, from_checkpoint=False, **pruning) -> ParpWav2VecCtc:
+def build_parp(task, w2v_path, from_checkpoint=False, name="parp_wav2vec_ctc", model=None,
+               **pruning) -> ParpWav2VecCtc:
+    """A plugin CTC model (``name``: parp_wav2vec_ctc / parp_hubert_ctc) over ``w2v_path``; ``model``:
+    overrides of the model config (e.g. ``apply_mask=True``), ``pruning``: of its ``pruning`` config."""
+    from fairseq.models import MODEL_DATACLASS_REGISTRY
+
     pc = PruningConfig(seed=1, **pruning)
-    cfg = OmegaConf.structured(ParpWav2Vec2CtcConfig(
-        w2v_path=str(w2v_path), data=str(task.cfg.data), pruning=pc, **_COMMON))
+    cfg = OmegaConf.structured(MODEL_DATACLASS_REGISTRY[name](
+        w2v_path=str(w2v_path), data=str(task.cfg.data), pruning=pc, **{**_COMMON, **(model or {})}))
     with open_dict(cfg):
-        cfg._name = "parp_wav2vec_ctc"
+        cfg._name = name
     return task.build_model(cfg, from_checkpoint=from_checkpoint)
+
+
+def span_mask_logits(model, sample, torch_seed: int) -> torch.Tensor:
+    """Training-mode logits (span masks and dropout on) after seeding torch as fairseq's trainer does."""
+    from fairseq import utils
+
+    model.train()
+    utils.set_torch_seed(torch_seed)
+    with torch.no_grad():
+        return model.get_logits(model(**sample["net_input"])).detach().clone()
+
+
+def assert_span_masks_seeded(model, sample) -> None:
+    """Span masks on: one torch seed -> identical training forwards, another seed -> different ones;
+    the masks take effect (unlike eval mode), and the fairseq module is left as it was."""
+    w2v = model.w2v_encoder.w2v_model
+    scope = type(w2v).apply_mask.__globals__
+    stock = scope["compute_mask_indices"]
+    a, b, c = (span_mask_logits(model, sample, s) for s in (5, 5, 6))
+    assert torch.equal(a, b), "one torch seed, different span masks"
+    assert not torch.equal(a, c), "another torch seed, the same span masks"
+    assert not torch.equal(a, logits(model, sample)), "span masks had no effect"
+    assert scope["compute_mask_indices"] is stock, "the fairseq module was left patched"
 
 
 def build_stock(task, w2v_path) -> Wav2VecCtc:

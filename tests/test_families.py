@@ -133,3 +133,13 @@ def test_old_args_layout_checkpoints_load_through_w2v_path(corpus, pretrained, t
     hydra_train("configs/finetune", "tiny", run, f"task.data={corpus}", f"model.w2v_path={old}", "pruning=parp",
                 "model.pruning.sparsity=0.5", *SHORT)
     _assert_exact(torch_load(run / "checkpoint_last.pt"), 0.5)
+
+
+def test_data2vec_span_masks_are_seeded(corpus, d2v_pretrained):
+    from helpers import assert_span_masks_seeded, batch, build_parp, make_task
+    from test_span_masks import SPAN
+
+    task = make_task(corpus)
+    model = build_parp(task, d2v_pretrained, model=SPAN)
+    assert type(model.w2v_encoder.w2v_model).__name__ == "Data2VecAudioModel"
+    assert_span_masks_seeded(model, batch(task))

@@ -248,3 +248,14 @@ def test_sweep_runs_a_hubert_without_naming_its_model(corpus, hubert_pretrained,
     assert sweep_cli.main(["collect", "--workdir", str(work)]) == 0
     rows = list(csv.DictReader(open(work / "results.tsv"), delimiter="\t"))
     assert {r["method"] for r in rows} == {"dense", "omp"}
+
+
+def test_hubert_span_masks_are_seeded(corpus, hubert_pretrained):
+    """HubertModel.apply_mask computes its masks unconditionally: the seeded draw reaches it too."""
+    from helpers import assert_span_masks_seeded, batch, build_parp, make_task
+    from test_span_masks import SPAN
+
+    task = make_task(corpus)
+    model = build_parp(task, hubert_pretrained, name="parp_hubert_ctc", model=SPAN)
+    assert type(model.w2v_encoder.w2v_model).__name__ == "HubertModel"
+    assert_span_masks_seeded(model, batch(task))

@@ -42,6 +42,7 @@ from ..pruning.structured import GRANULARITIES, GROUP_NORMS, Granularity
 from ..pruning.schedule import is_reprune_update, ramp_sparsity
 from ..pruning.stats import sparsity_report
 from .families import ctc_models
+from .span_masks import seeded_span_masks
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,13 @@ class PruningConfig(FairseqDataclass):
 @dataclass
 class ParpWav2Vec2CtcConfig(Wav2Vec2CtcConfig):
     pruning: PruningConfig = field(default_factory=PruningConfig)
+    seeded_span_masks: bool = field(
+        default=True,
+        metadata={"help": "draw the span masks of model.apply_mask (mask_prob, mask_channel_prob) from the torch "
+                          "RNG that fairseq seeds with common.seed + num_updates, so that a run is repeatable and "
+                          "a resumed run masks as the uninterrupted one; false: stock fairseq, which draws them "
+                          "from OS entropy (runs of one seed differ)"},
+    )
 
 
 def validate_pruning_config(pc) -> None:
@@ -220,6 +228,7 @@ class ParpWav2VecCtc(Wav2VecCtc):
         pc = cfg.pruning
         validate_pruning_config(pc)
         self.pruning_cfg = pc
+        self.seeded_span_masks = bool(getattr(cfg, "seeded_span_masks", True))
         self.num_updates = 0
         self.masker: Optional[Union[ParamMasker, ScoreMasker]] = None
         self._target_sparsity: Optional[float] = pc.sparsity
@@ -255,6 +264,14 @@ class ParpWav2VecCtc(Wav2VecCtc):
                            if self.cut.structured else ScoreMasker(targets, pc.sparsity, pc.ranking))
         else:
             self.masker = ParamMasker(targets, _MODE[pc.method])
+
+    def forward(self, **kwargs):
+        """Stock ``Wav2VecCtc.forward``; in training its span masks come from the seeded torch RNG
+        (:mod:`parp_fairseq.models.span_masks`) unless ``model.seeded_span_masks=false``."""
+        if not self.seeded_span_masks:
+            return super().forward(**kwargs)
+        with seeded_span_masks(self.w2v_encoder.w2v_model):
+            return super().forward(**kwargs)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
