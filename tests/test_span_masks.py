@@ -43,10 +43,8 @@ def test_eval_forward_draws_nothing_and_patch_is_undone_on_error(task, pretraine
     assert scope["compute_mask_indices"] is data_utils.compute_mask_indices
 
 
-def test_masks_are_per_utterance_and_batch_composition_free(task, pretrained):
-    """Utterance i of a batch gets the mask of (seed, call, i): the masked fraction is what the config asks."""
-    model = build_parp(task, pretrained, model=dict(apply_mask=True, mask_prob=0.5, mask_length=2))
-    w2v = model.w2v_encoder.w2v_model.train()
+def _masks_of_two_forwards(w2v, torch_seed=11):
+    """The time masks (B, T) of two training forwards of one batch, each after torch.manual_seed."""
     got = []
     orig = w2v.apply_mask
 
@@ -56,13 +54,34 @@ def test_masks_are_per_utterance_and_batch_composition_free(task, pretrained):
         return out, idx
 
     w2v.apply_mask = spy  # instance attribute: the class method (and its module globals) stay in use
-    x = torch.randn(3, 8000)
+    x = torch.randn(3, 8000, generator=torch.Generator().manual_seed(0))
     for _ in range(2):
-        torch.manual_seed(11)
+        torch.manual_seed(torch_seed)
         with seeded_span_masks(w2v), torch.no_grad():
             w2v.extract_features(x, None, mask=True)
     del w2v.apply_mask
+    return got
+
+
+def test_masks_are_per_utterance_and_follow_the_config(task, pretrained):
+    """Utterance i of a batch gets the mask of (seed, call, i): the masked fraction is what the config asks."""
+    model = build_parp(task, pretrained, model=dict(apply_mask=True, mask_prob=0.5, mask_length=2))
+    got = _masks_of_two_forwards(model.w2v_encoder.w2v_model.train())
     assert torch.equal(got[0], got[1])
     assert not torch.equal(got[0][0], got[0][1]), "utterances of one batch share a mask"
     frac = got[0].float().mean().item()
     assert 0.3 < frac < 0.9, frac  # mask_prob 0.5 x length 2 with overlaps
+
+
+def test_data_parallel_ranks_mask_independently(task, pretrained, monkeypatch):
+    """fairseq seeds torch identically on every rank: the rank offsets the utterance indices, so replicas
+    do not give their i-th utterances one mask."""
+    from parp_fairseq.models import span_masks
+
+    model = build_parp(task, pretrained, model=dict(apply_mask=True, mask_prob=0.5, mask_length=2))
+    w2v = model.w2v_encoder.w2v_model.train()
+    rank0 = _masks_of_two_forwards(w2v)
+    monkeypatch.setattr(span_masks, "_rank", lambda: 1)
+    rank1 = _masks_of_two_forwards(w2v)
+    assert torch.equal(rank1[0], rank1[1])  # each rank still repeatable
+    assert not torch.equal(rank0[0], rank1[0])
