@@ -89,6 +89,53 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     assert sweep_cli.main(["curves", str(work), "--out", str(tmp_path / "curves.tsv")]) == 2  # would clobber
     # KenLM decoding needs both files, and letters
     assert sweep_cli.main(["collect", "--workdir", str(work), "--lm", str(lm / "lm.bin")]) == 2
+    # cost vs dense from the real results.tsv: each pruned point minus its language's dense of that seed
+    out = tmp_path / "cost.png"
+    assert sweep_cli.main(["cost", str(work / "results.tsv"), "--lang", "aa", "--out", str(out)]) == 0
+    dense = float(next(r["unit_error"] for r in rows if r["lang"] == "aa" and r["method"] == "dense"))
+    got = {r["method"]: float(r["cost_mean"]) for r in csv.DictReader(open(tmp_path / "cost.tsv"), delimiter="\t")}
+    want = {r["method"]: float(r["unit_error"]) - dense for r in rows if r["lang"] == "aa" and r["method"] != "dense"}
+    assert got == pytest.approx(want, abs=1e-4) and set(got) == {"omp", "parp"}
+    assert out.stat().st_size > 1000 and "| omp | 0.5 | 1 |" in (tmp_path / "cost.md").read_text()
+
+
+def _results_tsv(path, rows):
+    cols = ["lang", "method", "target_sparsity", "seed", "split", "decoder", "WER", "unit_error"]
+    path.write_text("\t".join(cols) + "\n" + "".join("\t".join(str(r.get(c, "-")) for c in cols) + "\n" for r in rows))
+    return path
+
+
+def test_cost_pairs_each_point_with_the_dense_of_its_own_file_and_seed(tmp_path, capsys):
+    """Two sessions' slices: seed 1 has a dense model in each; a point is never paired across files."""
+    row = dict(lang="en", split="test", decoder="viterbi", WER=90.0)
+    a = _results_tsv(tmp_path / "a.tsv", [
+        {**row, "method": "dense", "target_sparsity": 0, "seed": 1, "unit_error": 47.0},
+        {**row, "method": "dense", "target_sparsity": 0, "seed": 2, "unit_error": 45.0},
+        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 1, "unit_error": 48.0},
+        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 2, "unit_error": 48.0},
+        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 3, "unit_error": 40.0},  # no dense: left out
+        {**row, "decoder": "kenlm", "method": "omp", "target_sparsity": 0.5, "seed": 1, "unit_error": 1.0}])
+    b = _results_tsv(tmp_path / "b.tsv", [
+        {**row, "method": "dense", "target_sparsity": 0, "seed": 1, "unit_error": 50.0},
+        {**row, "method": "omp", "target_sparsity": 0.9, "seed": 1, "unit_error": 54.0}])
+    out = tmp_path / "c.png"
+    assert sweep_cli.main(["cost", str(a), str(b), "--out", str(out)]) == 0
+    assert "1 pruned rows without a dense row" in capsys.readouterr().out
+    got = {(r["method"], r["sparsity"]): r for r in csv.DictReader(open(tmp_path / "c.tsv"), delimiter="\t")}
+    assert float(got[("omp", "0.5000")]["cost_mean"]) == pytest.approx(2.0)  # (+1 and +3) / 2
+    assert float(got[("omp", "0.5000")]["cost_std"]) == pytest.approx(2 ** 0.5, rel=1e-3)  # sample std
+    assert got[("omp", "0.5000")]["n"] == "2" and got[("omp", "0.5000")]["costs (per seed)"] == "+1.00 / +3.00"
+    assert float(got[("omp", "0.9000")]["cost_mean"]) == pytest.approx(4.0)  # 54 - 50 (b's dense), not 54 - 47
+    assert out.stat().st_size > 1000
+    # bad input: one clear line, nothing written
+    (tmp_path / "x.tsv").write_text("not\ta\tresults\n1\t2\t3\n")
+    for argv, msg in ((["cost", str(tmp_path / "none.tsv"), "--out", str(out)], "does not exist"),
+                      (["cost", str(tmp_path / "x.tsv"), "--out", str(out)], "is not a sweep results.tsv"),
+                      (["cost", str(a), "--out", str(tmp_path / "c.tsv")], "give a .png"),
+                      (["cost", str(a), "--lang", "xx", "--out", str(tmp_path / "d.png")], "no pruned point")):
+        assert sweep_cli.main(argv) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "d.png").exists()
 
 
 def test_sweep_bad_input(tmp_path, pretrained, capsys):

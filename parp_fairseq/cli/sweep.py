@@ -26,7 +26,9 @@ the reference converged?) and, with ``--results-md``, a section of that file wit
 that produced them. With ``--lm`` and ``--lexicon`` (letter sweeps) every point is also decoded by the
 KenLM lexicon beam search: ``decoder=kenlm`` rows, a WER table of both decoders and
 ``<lang>_wer_kenlm_vs_sparsity.png``. ``curves`` puts the dense curves of several work folders in one
-plot (a learning-rate sweep).
+plot (a learning-rate sweep). ``cost`` pools the ``results.tsv`` of several sweeps (slices of a study run in
+different sessions): each pruned point minus the dense model of its own file and seed, mean +- std per
+method and sparsity, as a plot, TSV and markdown table.
 
 Methods: dense omp mpi random parp imp s3router s3router_p (see configs/finetune/pruning/).
 """
@@ -480,6 +482,96 @@ def curves(args, log=print) -> int:
     return 0
 
 
+def paired_costs(tables: Dict[str, List[Dict[str, str]]], lang: Optional[str] = None, split: str = "test",
+                 decoder: str = "viterbi", metric: str = "unit_error") -> List[Dict]:
+    """Each pruned point's cost against the dense model of ITS OWN table, language and seed.
+
+    ``tables``: ``{name: rows of a results.tsv}`` (``collect``'s output, one per sweep / session). A slice
+    of the study trained in another session has its own dense references (runs trained with the stock,
+    unseeded span masks are not repeatable), so points are compared within their table, never across.
+    Returns ``[{"table", "lang", "method", "sparsity", "seed", "value", "dense", "cost"}]``; pruned rows
+    without a dense row of the same table / language / seed are left out (and counted by the caller)."""
+    out = []
+    for name, rows in tables.items():
+        sel = [r for r in rows if r["split"] == split and r["decoder"] == decoder and lang in (None, r["lang"])
+               and r.get(metric, "-") not in ("-", "")]
+        dense = {(r["lang"], r["seed"]): float(r[metric]) for r in sel if r["method"] == "dense"}
+        for r in sel:
+            key = (r["lang"], r["seed"])
+            if r["method"] == "dense" or key not in dense:
+                continue
+            v = float(r[metric])
+            out.append({"table": name, "lang": r["lang"], "method": r["method"], "sparsity": float(r["target_sparsity"]),
+                        "seed": r["seed"], "value": v, "dense": dense[key], "cost": v - dense[key]})
+    return out
+
+
+def cost(args, log=print) -> int:
+    """``cost``: pruned-minus-dense error per seed, pooled over results.tsv files of several sweeps or
+    sessions; a plot of cost vs sparsity per method (mean +- std over the seeds' pairs) and its table."""
+    import csv
+
+    from ..fsutil import atomic_write
+    from ..reporting import pyplot
+
+    tables = {}
+    for item in args.results:
+        path = Path(item)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; give results.tsv files of `parp-fairseq-sweep collect`")
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        need = {"lang", "method", "target_sparsity", "seed", "split", "decoder", args.metric}
+        if not rows or need - set(rows[0]):
+            raise ValueError(f"{path} is not a sweep results.tsv (needs columns {', '.join(sorted(need))}; "
+                             f"missing {', '.join(sorted(need - set(rows[0] if rows else ())))})")
+        tables[str(path)] = rows
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: give a .png file name (the tables go beside it as {out.stem}.tsv / .md)")
+    pairs = paired_costs(tables, args.lang, args.split, args.decoder, args.metric)
+    if not pairs:
+        raise ValueError(f"no pruned point has a dense row of the same file, language and seed "
+                         f"(split={args.split}, decoder={args.decoder}, metric={args.metric})")
+    groups: Dict[tuple, List[Dict]] = {}
+    for p in pairs:
+        groups.setdefault((p["method"], p["sparsity"]), []).append(p)
+    stats = {k: mean_std([p["cost"] for p in v]) for k, v in groups.items()}
+    what = {"unit_error": "unit error (CER / PER)", "WER": "WER"}.get(args.metric, args.metric)
+    head = ["method", "sparsity", "n", "cost_mean", "cost_std", "costs (per seed)"]
+    tsv = ["\t".join(head)]
+    md = [f"Test {what} of each pruned model minus the dense model of its own sweep and seed ({args.split}, "
+          f"{args.decoder}; mean +- std over pairs):", "",
+          "| method | sparsity | n | cost vs dense | per seed |", "|---|---|---|---|---|"]
+    for (method, sp), ps in sorted(groups.items()):
+        m, sd = stats[(method, sp)]
+        per = " / ".join(f"{p['cost']:+.2f}" for p in sorted(ps, key=lambda p: (p["table"], int(p["seed"]))))
+        tsv.append(f"{method}\t{sp:.4f}\t{len(ps)}\t{m:.4f}\t{sd:.4f}\t{per}")
+        md.append(f"| {method} | {sp:g} | {len(ps)} | {m:+.2f} +- {sd:.2f} | {per} |")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.axhline(0, color="k", ls="--", lw=1, label="dense of the same seed")
+    for method in sorted({k[0] for k in groups}):
+        xs = sorted(sp for mth, sp in groups if mth == method)
+        ax.errorbar(xs, [stats[(method, x)][0] for x in xs], yerr=[stats[(method, x)][1] for x in xs], marker="o",
+                    capsize=3, label=f"{method} (n={'/'.join(str(len(groups[(method, x)])) for x in xs)})")
+    ax.set_xlabel("sparsity (fraction removed)")
+    ax.set_ylabel(f"{what}: pruned - dense (points)")
+    ax.set_title(f"{args.lang or 'all languages'}: cost of pruning vs sparsity ({args.decoder})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    atomic_write_text(out.with_suffix(".tsv"), "\n".join(tsv) + "\n")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
+    unpaired = sum(1 for rows in tables.values() for r in rows if r["method"] != "dense"
+                   and r["split"] == args.split and r["decoder"] == args.decoder) - len(pairs)
+    log(f"[sweep] wrote {out}, {out.with_suffix('.tsv')}, {out.with_suffix('.md')} ({len(pairs)} pairs"
+        + (f"; {unpaired} pruned rows without a dense row of their file / seed left out" if unpaired else "") + ")")
+    return 0
+
+
 def collect(args, log=print) -> int:
     work = Path(args.workdir).resolve()
     if not work.is_dir():
@@ -682,12 +774,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True, help="PNG to write (and the same name .tsv)")
     v.add_argument("--metric", default="uer", help="a fairseq valid metric: uer, wer, loss")
     v.add_argument("--lang", default=None, help="only this language's dense runs")
+    k = sub.add_parser("cost", help="pruned minus dense error per seed, pooled over several results.tsv")
+    k.add_argument("results", nargs="+", help="results.tsv files of `collect` (each paired within itself)")
+    k.add_argument("--out", required=True, help="PNG to write (and the same name .tsv / .md)")
+    k.add_argument("--lang", default=None, help="only this language's rows")
+    k.add_argument("--split", default="test")
+    k.add_argument("--decoder", default="viterbi", help="viterbi or kenlm")
+    k.add_argument("--metric", default="unit_error", choices=("unit_error", "WER"))
     return ap
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    cmd = {"run": run, "collect": collect, "curves": curves}[args.cmd]
+    cmd = {"run": run, "collect": collect, "curves": curves, "cost": cost}[args.cmd]
     return run_cli("parp-fairseq-sweep", lambda: cmd(args), extra=(RuntimeError,))
 
 
