@@ -85,3 +85,13 @@ def test_data_parallel_ranks_mask_independently(task, pretrained, monkeypatch):
     rank1 = _masks_of_two_forwards(w2v)
     assert torch.equal(rank1[0], rank1[1])  # each rank still repeatable
     assert not torch.equal(rank0[0], rank1[0])
+
+
+def test_no_span_masks_no_draw_dropout_as_stock(task, pretrained, sample):
+    """With span masks off (model.apply_mask=false) the plugin draws nothing from the torch RNG: the
+    training forward (dropout on) is the stock one under the same seed."""
+    model = build_parp(task, pretrained, model=dict(apply_mask=False, dropout=0.1, mask_prob=0.5))
+    ours = span_mask_logits(model, sample, 5)
+    model.seeded_span_masks = False  # the stock forward
+    assert torch.equal(ours, span_mask_logits(model, sample, 5))
+    assert not torch.equal(ours, span_mask_logits(model, sample, 6))  # dropout is on: the check can fail

@@ -268,8 +268,8 @@ class ParpWav2VecCtc(Wav2VecCtc):
     def forward(self, **kwargs):
         """Stock ``Wav2VecCtc.forward``; in training its span masks come from the seeded torch RNG
         (:mod:`parp_fairseq.models.span_masks`) unless ``model.seeded_span_masks=false``."""
-        if not self.seeded_span_masks:
-            return super().forward(**kwargs)
+        if not (self.seeded_span_masks and self.training and getattr(self.w2v_encoder, "apply_mask", False)):
+            return super().forward(**kwargs)  # no span masks: nothing drawn, the stock forward
         with seeded_span_masks(self.w2v_encoder.w2v_model):
             return super().forward(**kwargs)
 

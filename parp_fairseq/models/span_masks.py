@@ -40,12 +40,14 @@ def seeded_span_masks(w2v_model: nn.Module) -> Iterator[None]:
     """Within the context, ``w2v_model.apply_mask`` draws its span masks from the torch RNG.
 
     ``w2v_model``: the pretrained network (``Wav2Vec2Model``, ``HubertModel``,
-    ``Data2VecAudioModel``). Draws nothing (the torch RNG stream is untouched) unless the model is in
-    training mode; models whose ``apply_mask`` does not call ``compute_mask_indices`` are left alone.
+    ``Data2VecAudioModel``). Draws nothing (the torch RNG stream is untouched, dropout as in a stock
+    run) unless the model is in training mode with a time or channel mask probability above 0; models
+    whose ``apply_mask`` does not call ``compute_mask_indices`` are left alone.
     """
     apply_mask = getattr(type(w2v_model), "apply_mask", None)
     scope = getattr(apply_mask, "__globals__", None)
-    if not w2v_model.training or scope is None or _NAME not in scope:
+    masking = getattr(w2v_model, "mask_prob", 0) > 0 or getattr(w2v_model, "mask_channel_prob", 0) > 0
+    if not (w2v_model.training and masking) or scope is None or _NAME not in scope:
         yield
         return
     stock = scope[_NAME]
