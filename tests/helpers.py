@@ -9,7 +9,7 @@ from fairseq import tasks
 from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig, Wav2VecCtc
 from omegaconf import OmegaConf, open_dict
 
-from parp_fairseq.models.parp_wav2vec2 import ParpWav2Vec2CtcConfig, ParpWav2VecCtc, PruningConfig
+from parp_fairseq.models.parp_wav2vec2 import ParpWav2VecCtc, PruningConfig
 from parp_fairseq.tasks.parp_audio_finetuning import ParpAudioFinetuningConfig
 
 _COMMON = dict(normalize=False, apply_mask=False, mask_channel_prob=0.0, layerdrop=0.0,

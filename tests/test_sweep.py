@@ -127,6 +127,11 @@ def test_cost_pairs_each_point_with_the_dense_of_its_own_file_and_seed(tmp_path,
     assert got[("omp", "0.5000")]["n"] == "2" and got[("omp", "0.5000")]["costs (per seed)"] == "+1.00 / +3.00"
     assert float(got[("omp", "0.9000")]["cost_mean"]) == pytest.approx(4.0)  # 54 - 50 (b's dense), not 54 - 47
     assert out.stat().st_size > 1000
+    # --lang: only that language's unpaired rows are counted as left out
+    c = _results_tsv(tmp_path / "c.tsv", [{**row, "lang": "de", "method": "omp", "target_sparsity": 0.5, "seed": 1,
+                                             "unit_error": 1.0}])
+    assert sweep_cli.main(["cost", str(a), str(c), "--lang", "en", "--out", str(tmp_path / "e.png")]) == 0
+    assert "; 1 pruned rows without a dense row" in capsys.readouterr().out
     # bad input: one clear line, nothing written
     (tmp_path / "x.tsv").write_text("not\ta\tresults\n1\t2\t3\n")
     for argv, msg in ((["cost", str(tmp_path / "none.tsv"), "--out", str(out)], "does not exist"),

@@ -483,27 +483,30 @@ def curves(args, log=print) -> int:
 
 
 def paired_costs(tables: Dict[str, List[Dict[str, str]]], lang: Optional[str] = None, split: str = "test",
-                 decoder: str = "viterbi", metric: str = "unit_error") -> List[Dict]:
+                 decoder: str = "viterbi", metric: str = "unit_error") -> "tuple[List[Dict], int]":
     """Each pruned point's cost against the dense model of ITS OWN table, language and seed.
 
     ``tables``: ``{name: rows of a results.tsv}`` (``collect``'s output, one per sweep / session). A slice
     of the study trained in another session has its own dense references (runs trained with the stock,
     unseeded span masks are not repeatable), so points are compared within their table, never across.
-    Returns ``[{"table", "lang", "method", "sparsity", "seed", "value", "dense", "cost"}]``; pruned rows
-    without a dense row of the same table / language / seed are left out (and counted by the caller)."""
-    out = []
+    Returns ``([{"table", "lang", "method", "sparsity", "seed", "value", "dense", "cost"}], left_out)``:
+    the pairs, and how many selected pruned rows had no dense row of the same table / language / seed."""
+    out, left_out = [], 0
     for name, rows in tables.items():
         sel = [r for r in rows if r["split"] == split and r["decoder"] == decoder and lang in (None, r["lang"])
                and r.get(metric, "-") not in ("-", "")]
         dense = {(r["lang"], r["seed"]): float(r[metric]) for r in sel if r["method"] == "dense"}
         for r in sel:
             key = (r["lang"], r["seed"])
-            if r["method"] == "dense" or key not in dense:
+            if r["method"] == "dense":
+                continue
+            if key not in dense:
+                left_out += 1
                 continue
             v = float(r[metric])
             out.append({"table": name, "lang": r["lang"], "method": r["method"], "sparsity": float(r["target_sparsity"]),
                         "seed": r["seed"], "value": v, "dense": dense[key], "cost": v - dense[key]})
-    return out
+    return out, left_out
 
 
 def cost(args, log=print) -> int:
@@ -529,7 +532,7 @@ def cost(args, log=print) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out}: give a .png file name (the tables go beside it as {out.stem}.tsv / .md)")
-    pairs = paired_costs(tables, args.lang, args.split, args.decoder, args.metric)
+    pairs, unpaired = paired_costs(tables, args.lang, args.split, args.decoder, args.metric)
     if not pairs:
         raise ValueError(f"no pruned point has a dense row of the same file, language and seed "
                          f"(split={args.split}, decoder={args.decoder}, metric={args.metric})")
@@ -565,8 +568,6 @@ def cost(args, log=print) -> int:
     plt.close(fig)
     atomic_write_text(out.with_suffix(".tsv"), "\n".join(tsv) + "\n")
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
-    unpaired = sum(1 for rows in tables.values() for r in rows if r["method"] != "dense"
-                   and r["split"] == args.split and r["decoder"] == args.decoder) - len(pairs)
     log(f"[sweep] wrote {out}, {out.with_suffix('.tsv')}, {out.with_suffix('.md')} ({len(pairs)} pairs"
         + (f"; {unpaired} pruned rows without a dense row of their file / seed left out" if unpaired else "") + ")")
     return 0
