@@ -198,9 +198,12 @@ def test_iou_vs_sparsity_within_across_conditions_and_mpi(finetuned, pretrained,
     assert "FINETUNED" in capsys.readouterr().err  # a pretrained checkpoint given where OMP needs a finetuned one
 
 
-def test_analyze_by_seed_against_hand_computation(tmp_path, capsys):
+def test_analyze_by_seed_against_hand_computation(tmp_path, capsys, monkeypatch):
     """--by-seed: conditions differ by a fixed weight change, seeds by a smaller one; the summary must
     be the mean over seeds of the per-seed numbers, and rank same-condition > cross-condition > random."""
+    calls = []
+    layer_cosine = A.layer_cosine
+    monkeypatch.setattr(A, "layer_cosine", lambda a, b: calls.append(1) or layer_cosine(a, b))
     shapes = {f"encoder.layers.{i}.{p}.weight": torch.Size([48, 24]) for i in range(2) for p in ("fc1", "fc2")}
     base = {n: torch.randn(s, generator=torch.Generator().manual_seed(0)) for n, s in shapes.items()}
 
@@ -219,6 +222,9 @@ def test_analyze_by_seed_against_hand_computation(tmp_path, capsys):
     phones = _phone_dicts(tmp_path, {"nl": "a b c d e", "es": "a b c d f", "ru": "x y z c"})
     out = tmp_path / "seeds"
     assert analyze_cli.main(["--by-seed", "--masks", *paths, "--phones", *phones, "--out", str(out)]) == 0
+    # per-layer cosines computed once: 2 seeds x 3 cross pairs x (masks, random twins) + 3 same-condition seed pairs;
+    # every seed's own analysis reuses its seed's (it used to compute those 12 again)
+    assert len(calls) == 2 * 3 * 2 + 3
     for f in ("seeds_cosine.tsv", "seeds_cosine.png", "seeds_phonetic_correlation.tsv",
               "seeds_phonetic_correlation.png", "seeds_summary.md", "seed1/summary.md", "seed2/iou.tsv"):
         assert (out / f).stat().st_size > 0, f
@@ -238,6 +244,9 @@ def test_analyze_by_seed_against_hand_computation(tmp_path, capsys):
         col = lines[0].index("layers.1")
         per_seed.append(float(next(r for r in lines[1:] if r[:2] == ["nl-es", "random"])[col]))
     assert float(rows[("random", "nl-es", "layers.1")][3]) == pytest.approx(sum(per_seed) / 2, abs=1e-4)
+    lines = [ln.split("\t") for ln in (out / "seed1" / "layer_cosine.tsv").read_text().splitlines()]
+    mine = float(next(r for r in lines[1:] if r[:2] == ["nl-es", "pruned"])[lines[0].index("layers.1")])
+    assert mine == pytest.approx(A.layer_cosine(masks["nl_1"], masks["es_1"])["layers.1"], abs=1e-4)
     # Pearson r with the phone Jaccard, per seed by hand, then the mean
     inv = {"nl": set("abcde"), "es": set("abcdf"), "ru": set("xyzc")}
     pairs = [("nl", "es"), ("nl", "ru"), ("es", "ru")]

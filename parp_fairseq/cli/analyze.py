@@ -145,10 +145,12 @@ def _inventories(names: List[str], phones: Dict[str, str], how: str) -> Dict[str
 
 
 def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] = None, seed: int = 0,
-            methods: Optional[Dict[str, str]] = None, rand: Optional[Dict[str, Dict]] = None) -> str:
+            methods: Optional[Dict[str, str]] = None, rand: Optional[Dict[str, Dict]] = None,
+            cosines: Optional[Dict[tuple, tuple]] = None) -> str:
     """Compare masks pairwise (IoU, overlap, per-layer sparsity and cosine, MPI vs OMP, phonetic correlation)
     next to random masks of the same per-tensor sparsity: ``rand`` (``{name: mask}``, e.g. the ones
-    :func:`by_seed` already drew) or drawn here from ``seed``."""
+    :func:`by_seed` already drew) or drawn here from ``seed``. ``cosines``: per-layer cosines already computed
+    (``{(a, b): (layer_cosine(masks[a], masks[b]), layer_cosine(rand[a], rand[b]))}``), reused, not recomputed."""
     names = list(masks)
     methods = methods or {}
     if len(names) < 2:
@@ -170,7 +172,7 @@ def analyze(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
     cos_rows = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            c, rc = A.layer_cosine(masks[a], masks[b]), A.layer_cosine(rand[a], rand[b])
+            c, rc = (cosines or {}).get((a, b)) or (A.layer_cosine(masks[a], masks[b]), A.layer_cosine(rand[a], rand[b]))
             cos_rows.append((f"{a}-{b}", c, rc))
     clayers = list(cos_rows[0][1])
     md += ["", "## Cosine similarity per layer (masks as 0/1 vectors; random twins in brackets)", "",
@@ -288,17 +290,20 @@ def by_seed(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
     pairs = [(a, b) for i, a in enumerate(conds) for b in conds[i + 1:]]
     rand = {n: A.random_like(m, seed + i) for i, (n, m) in enumerate(masks.items())}
 
-    def cos(x: Dict, y: Dict) -> Dict[str, float]:
-        d = dict(A.layer_cosine(x, y))
+    def cos(x: Dict, y: Dict, layers: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        d = dict(layers if layers is not None else A.layer_cosine(x, y))
         d["all"] = A.cosine(x, y)
         return d
 
-    # cosine rows: (kind, pair, {layer: value}) - one per seed (cross / random) or per seed pair (same)
-    rows = []
+    # cosine rows: (kind, pair, {layer: value}) - one per seed (cross / random) or per seed pair (same);
+    # seed_cos[s]: the per-layer cosines of seed s's pairs, handed on to that seed's own analysis
+    rows, seed_cos = [], {}
     for s in seeds:
         for a, b in pairs:
-            rows.append(("cross", f"{a}-{b}", cos(masks[groups[a][s]], masks[groups[b][s]])))
-            rows.append(("random", f"{a}-{b}", cos(rand[groups[a][s]], rand[groups[b][s]])))
+            ma, mb, ra, rb = masks[groups[a][s]], masks[groups[b][s]], rand[groups[a][s]], rand[groups[b][s]]
+            c, rc = seed_cos.setdefault(s, {})[(a, b)] = (A.layer_cosine(ma, mb), A.layer_cosine(ra, rb))
+            rows.append(("cross", f"{a}-{b}", cos(ma, mb, c)))
+            rows.append(("random", f"{a}-{b}", cos(ra, rb, rc)))
     for c in conds:
         for i, s in enumerate(seeds):
             for t in seeds[i + 1:]:
@@ -363,7 +368,8 @@ def by_seed(masks: Dict[str, Dict], out: Path, phones: Optional[Dict[str, str]] 
         for s in seeds:
             analyze({c: masks[groups[c][s]] for c in conds}, tmp / f"seed{s}", phones, seed,
                     {c: (methods or {}).get(groups[c][s], "") for c in conds},
-                    rand={c: rand[groups[c][s]] for c in conds})  # the random twins of the summary
+                    rand={c: rand[groups[c][s]] for c in conds},  # the random twins of the summary
+                    cosines=seed_cos[s])
         (tmp / "seeds_cosine.tsv").write_text("kind\tpair\tlayer\tmean\tstd\tn\n" + "".join(
             f"{k}\t{pair}\t{lay}\t{m_:.5f}\t{sd:.5f}\t{len(ds)}\n" for (k, pair), ds in per_pair.items()
             for lay in layers for m_, sd in [mean_std([d[lay] for d in ds])]) + "".join(
