@@ -194,6 +194,28 @@ def test_imp_rounds_nest_and_reach_target(corpus, pretrained, finetuned, tmp_pat
     assert r2.returncode == 0 and "running: fairseq-hydra-train" not in r2.stdout
 
 
+def test_imp_of_one_round_is_omp(corpus, pretrained, finetuned, tmp_path):
+    """The official IMP schedule at sparsity = rate (10 % at 10 points a round) is one round: the OMP mask of
+    the dense model, rewound to the pretrained init and finetuned with it held fixed - OMP itself. With seeded
+    span masks the two commands give the same checkpoint, weight for weight (so a sweep's IMP point at the
+    first round's sparsity repeats its OMP point)."""
+    mpath = tmp_path / "omp.pt"
+    assert mask_cli.main(["omp", "--checkpoint", str(finetuned), "--sparsity", "0.3", "--out", str(mpath)]) == 0
+    common = [f"task.data={corpus}", f"model.w2v_path={pretrained}", *SHORT]
+    hydra_train("configs/finetune", "tiny", tmp_path / "omp", *common, "pruning=omp", f"model.pruning.mask_path={mpath}")
+    work = tmp_path / "imp"
+    r = subprocess.run(["parp-fairseq-imp", "--config-dir", str(REPO / "configs/finetune"), "--config-name", "tiny",
+                        "--workdir", str(work), "--sparsity", "0.3", "--rate", "0.3", "--schedule", "original",
+                        "--start-checkpoint", str(finetuned), "--", *common], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert len((work / "imp_rounds.tsv").read_text().splitlines()) == 3  # header, round 0 (the dense), round 1
+    omp, imp = _load(tmp_path / "omp" / "checkpoint_last.pt")["model"], _load(work / "final_checkpoint.pt")["model"]
+    assert omp.keys() == imp.keys()
+    diff = {k: float((omp[k].float() - imp[k].float()).abs().max()) for k in omp if omp[k].numel()}
+    assert max(diff.values()) == 0.0, sorted(diff.items(), key=lambda kv: -kv[1])[:3]
+    _assert_exact({"model": imp, "task_state": _load(work / "final_checkpoint.pt")["task_state"]}, 0.3)
+
+
 @pytest.mark.parametrize("config", ["base_10m", "base_1h", "base_10h", "study"])
 def test_stock_mirror_configs_compose_and_train(corpus, pretrained, tmp_path, config):
     """The base_* mirrors and the study recipe run as they are, with only the CPU / tiny-model overrides."""
