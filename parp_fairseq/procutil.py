@@ -8,8 +8,9 @@ import fcntl
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Set
 
 from .errors import InputError
 from .fairseq_hooks import KILL_GROUP_ENV
@@ -29,16 +30,53 @@ def _child_setup(parent_pid: int) -> Callable[[], None]:
     return setup
 
 
-def run_child(cmd: List[str], log_file=None, on_line: Optional[Callable[[str], None]] = None) -> int:
+class ChildGroup:
+    """The children that several threads of one command run at once (``parp-fairseq-sweep run --jobs``):
+    :meth:`stop` ends every running child and refuses new ones, so that one job's failure or a Ctrl-C
+    stops them all instead of leaving the other jobs training."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: Set[subprocess.Popen] = set()
+        self.stopped = False
+
+    def _start(self, start: Callable[[], subprocess.Popen]) -> subprocess.Popen:
+        with self._lock:  # a stop() between the check and the start cannot miss the new child
+            if self.stopped:
+                raise RuntimeError("not started: the other jobs of this command were stopped")
+            p = start()
+            self._procs.add(p)
+            return p
+
+    def _done(self, p: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(p)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            procs = list(self._procs)
+        for p in procs:
+            _kill_group(p)
+
+
+def run_child(cmd: List[str], log_file=None, on_line: Optional[Callable[[str], None]] = None,
+              env: Optional[Dict[str, str]] = None, group: Optional[ChildGroup] = None) -> int:
     """Run ``cmd`` (a ``fairseq-hydra-train`` / ``parp-fairseq-imp`` command) as a child that cannot
     outlive this process: its own process group, SIGTERM to it when this process dies (even by
     SIGKILL, through ``PR_SET_PDEATHSIG``), and the plugin in the child passes SIGTERM on to the
     child's own workers. Ctrl-C / SIGTERM / an exception here stop the whole group too.
-    Output lines go to ``log_file`` (and ``on_line``). Returns the exit code."""
-    env = {**os.environ, KILL_GROUP_ENV: "1", "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE if log_file or on_line else None,
-                         stderr=subprocess.STDOUT if log_file or on_line else None, text=True, env=env,
-                         start_new_session=True, preexec_fn=_child_setup(os.getpid()))
+    Output lines go to ``log_file`` (and ``on_line``). ``env``: variables set for the child on top of
+    this process's (``CUDA_VISIBLE_DEVICES``, ``OMP_NUM_THREADS``); ``group``: see :class:`ChildGroup`.
+    Returns the exit code."""
+    env = {**os.environ, **(env or {}), KILL_GROUP_ENV: "1", "PYTHONUNBUFFERED": "1"}
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE if log_file or on_line else None,
+                                stderr=subprocess.STDOUT if log_file or on_line else None, text=True, env=env,
+                                start_new_session=True, preexec_fn=_child_setup(os.getpid()))
+
+    p = group._start(start) if group is not None else start()
     prev = {}
 
     def forward(signum, frame):
@@ -64,6 +102,8 @@ def run_child(cmd: List[str], log_file=None, on_line: Optional[Callable[[str], N
         _kill_group(p)
         raise
     finally:
+        if group is not None:
+            group._done(p)
         for sig, h in prev.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(sig, h)

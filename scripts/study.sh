@@ -16,6 +16,7 @@
 #   DRY=1 scripts/study.sh claim1   # print the commands only
 #   SEEDS="1 2 3" SPARSITIES="0.1 0.5 0.9" scripts/study.sh claim1
 #   LANGS=en_10min METHODS="omp mpi parp" SPARSITIES=0.9 scripts/study.sh claim1   # one slice of claim 1
+#   JOBS=3 scripts/study.sh claim1  # seeds at once (`sweep run --jobs`): one GPU each, or cores/JOBS threads
 #
 # Every arm uses configs/finetune/study.yaml (one lr for all, chosen by the dense sweep); the real
 # tasks use it with the real-task budget (REAL_UPDATES updates at REAL_LR, as their dense references).
@@ -39,7 +40,7 @@ run() {  # echo, then run unless DRY
   echo "+ $*"
   [ -n "$DRY" ] || "$@"
 }
-sweep() { run "$BIN/parp-fairseq-sweep" run --config-name study "$@"; }
+sweep() { run "$BIN/parp-fairseq-sweep" run --config-name study ${JOBS:+--jobs "$JOBS"} "$@"; }
 collect() { run "$BIN/parp-fairseq-sweep" collect "$@"; }
 real=(-- "optimization.max_update=$REAL_UPDATES" "optimization.lr=[$REAL_LR]")
 kenlm=(--lm "$EXP/lm_{lang}/lm.bin" --lexicon "$EXP/lm_{lang}/lexicon.txt")

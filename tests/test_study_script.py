@@ -64,6 +64,9 @@ def test_study_script_env_and_usage(tmp_path):
     argv = cmds[0][1:]
     assert argv[argv.index("--seeds") + 1:argv.index("--seeds") + 2] == ["4"]
     assert argv[argv.index("--sparsities") + 1:argv.index("--sparsities") + 3] == ["0.2", "0.8"]
+    assert "--jobs" not in argv  # one run at a time unless JOBS says otherwise
+    runs = [c[1:] for c in _dry("claim1", tmp_path, JOBS="3") if c[1] == "run"]
+    assert runs and all(sweep_cli.build_parser().parse_args(a).jobs == 3 for a in runs)
     for claim, default in (("claim1", ["en_10min", "en_1h"]), ("claim2", ["nl_real", "cs_real"])):
         argv = _dry(claim, tmp_path)[0]
         assert argv[argv.index("--langs") + 1:argv.index("--langs") + 3] == default

@@ -228,3 +228,73 @@ def test_structured_sweep_decodes_sliced_models(corpus, pretrained, tmp_path):
     assert sliced["checkpoint"] == str(point / "sliced.pt") and (point / "decode" / "test_viterbi_sliced").is_dir()
     # half of every layer's heads and neurons gone: about half the transformer parameters
     assert 0.45 < int(sliced["transformer_params"]) / int(dense["transformer_params"]) < 0.6
+
+
+def test_job_settings_give_each_job_one_gpu_or_its_share_of_the_cores():
+    # one job: the stock behaviour (every visible GPU through fairseq's distributed training; here no GPU)
+    assert sweep_cli.job_settings(1, n_gpus=0, environ={}) == (sweep_cli.world_size_overrides(None), [{}])
+    dist, envs = sweep_cli.job_settings(3, n_gpus=2, environ={}, cpu_count=16)
+    assert dist == ["common.cpu=false", "distributed_training.distributed_world_size=1"]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"] and {e["OMP_NUM_THREADS"] for e in envs} == {"5"}
+    # the GPUs this process may see, not 0..n-1; a user's thread count is left alone
+    _, envs = sweep_cli.job_settings(3, n_gpus=2, environ={"CUDA_VISIBLE_DEVICES": "3,5", "OMP_NUM_THREADS": "2"})
+    assert envs == [{"CUDA_VISIBLE_DEVICES": "3"}, {"CUDA_VISIBLE_DEVICES": "5"}, {"CUDA_VISIBLE_DEVICES": "3"}]
+    dist, envs = sweep_cli.job_settings(2, n_gpus=0, environ={}, cpu_count=3)
+    assert dist[0] == "common.cpu=true" and envs == [{"OMP_NUM_THREADS": "1"}] * 2
+    with pytest.raises(ValueError, match="at least 1"):
+        sweep_cli.job_settings(0)
+    with pytest.raises(ValueError, match="use one of the two"):
+        sweep_cli.job_settings(2, requested=2, n_gpus=2, environ={})
+
+
+def test_sweep_jobs_train_seeds_at_once_and_repeat_the_one_at_a_time_runs(corpus, pretrained, tmp_path, monkeypatch,
+                                                                          capsys):
+    """--jobs 2: both seeds' dense -> OMP chains train at once in one work folder, and each run equals the same
+    seed trained alone (seeded span masks, one torch thread each): running in parallel changes nothing."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    root = tmp_path / "data"
+    root.mkdir()
+    os.symlink(corpus, root / "aa")
+
+    def sweep(work, *extra):
+        return sweep_cli.main(["run", "--workdir", str(work), "--data-root", str(root), "--pretrained", str(pretrained),
+                               "--langs", "aa", "--methods", "omp", "--sparsities", "0.5", "--labels", "ltr",
+                               "--config-name", "tiny", *extra, "--", "optimization.max_update=8",
+                               "checkpoint.save_interval_updates=8", "dataset.validate_interval_updates=8"])
+
+    assert sweep(tmp_path / "par", "--seeds", "1", "2", "--jobs", "2") == 0
+    out = capsys.readouterr().out
+    assert "seeds 1 2, 2 at a time" in out and "[dense_seed2]" in out  # progress lines name their run
+    assert sweep(tmp_path / "one", "--seeds", "2") == 0
+    for d in ("dense_seed2", "omp_s0.5_seed2"):
+        a = torch.load(tmp_path / "par/aa" / d / "checkpoint_last.pt", weights_only=True)["model"]
+        b = torch.load(tmp_path / "one/aa" / d / "checkpoint_last.pt", weights_only=True)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), d
+    assert (tmp_path / "par/aa/omp_s0.5_seed1/DONE").exists()
+    a = torch.load(tmp_path / "par/aa/dense_seed1/checkpoint_last.pt", weights_only=True)["model"]
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # the other seed is another run
+
+
+def test_child_group_stop_ends_every_job_and_refuses_new_ones(tmp_path):
+    import threading
+    import time
+
+    from parp_fairseq.procutil import ChildGroup, run_child
+
+    group, rcs = ChildGroup(), []
+    jobs = [threading.Thread(target=lambda: rcs.append(run_child(["sleep", "60"], log_file=open(os.devnull, "w"),
+                                                                 group=group))) for _ in range(2)]
+    for j in jobs:
+        j.start()
+    deadline = time.time() + 10
+    while len(group._procs) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    t0 = time.time()
+    group.stop()
+    for j in jobs:
+        j.join(timeout=30)
+    assert sorted(rcs) == [-15, -15] and time.time() - t0 < 10  # SIGTERM'd, not left sleeping
+    with pytest.raises(RuntimeError, match="were stopped"):
+        run_child(["true"], group=group)

@@ -40,7 +40,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._compat import console_script, hydra_train_cmd
 from ..errors import run_cli
@@ -86,23 +86,103 @@ def world_size_overrides(requested: Optional[int]) -> List[str]:
     return ["common.cpu=true", "distributed_training.distributed_world_size=1"]
 
 
+def job_settings(jobs: int, requested: Optional[int] = None, n_gpus: Optional[int] = None,
+                 environ: Optional[Dict[str, str]] = None, cpu_count: Optional[int] = None
+                 ) -> Tuple[List[str], List[Dict[str, str]]]:
+    """fairseq distributed overrides and each job slot's extra environment for ``run --jobs``.
+
+    ``jobs == 1``: one run at a time on every visible GPU (or ``--world-size`` / ``WORLD_SIZE``) through
+    fairseq's distributed training, else one CPU process (:func:`world_size_overrides`), and no extra
+    environment. ``jobs > 1`` (several seeds at once): every run trains alone (world size 1), job slot
+    ``i`` on visible GPU ``i % n_gpus`` (``CUDA_VISIBLE_DEVICES``), and every slot gets
+    ``cpu_count // jobs`` torch threads (``OMP_NUM_THREADS``) unless the environment sets them.
+    ``n_gpus`` / ``environ`` / ``cpu_count`` default to this machine's."""
+    if jobs < 1:
+        raise ValueError(f"--jobs {jobs}: the number of seeds trained at once is at least 1")
+    if jobs == 1:
+        return world_size_overrides(requested), [{}]
+    if requested and requested > 1:
+        raise ValueError(f"--jobs {jobs} trains each job on one GPU; --world-size {requested} spreads one run "
+                         "over several: use one of the two")
+    environ = os.environ if environ is None else environ
+    if n_gpus is None:
+        import torch
+
+        n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    threads = {} if environ.get("OMP_NUM_THREADS") else {
+        "OMP_NUM_THREADS": str(max(1, (cpu_count or os.cpu_count() or 1) // jobs))}
+    if not n_gpus:
+        return ["common.cpu=true", "distributed_training.distributed_world_size=1"], [dict(threads)] * jobs
+    visible = [v for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()] or \
+        [str(i) for i in range(n_gpus)]
+    return (["common.cpu=false", "distributed_training.distributed_world_size=1"],
+            [{**threads, "CUDA_VISIBLE_DEVICES": visible[i % len(visible)]} for i in range(jobs)])
+
+
+def _in_parallel(items: Sequence, fn: Callable, envs: List[Dict[str, str]], slot, group) -> None:
+    """``fn(item)`` for every item, ``len(envs)`` at a time, each call holding one job slot (its
+    environment in ``slot.env``, a ``threading.local``). The first failure (or Ctrl-C / SIGTERM here)
+    stops every running child of ``group`` and is raised; items not yet started never start."""
+    import queue
+    import signal
+    import threading
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    free: "queue.SimpleQueue[Dict[str, str]]" = queue.SimpleQueue()
+    for e in envs:
+        free.put(e)
+
+    def job(item) -> None:
+        env = free.get()
+        slot.env = env
+        try:
+            fn(item)
+        finally:
+            free.put(env)
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    prev = signal.signal(signal.SIGTERM, terminate) if main else None
+    ex = ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="sweep-job")
+    futures = [ex.submit(job, it) for it in items]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+    except BaseException:
+        group.stop()
+        for f in futures:
+            f.cancel()
+        raise
+    finally:
+        ex.shutdown(wait=True)
+        if main:
+            signal.signal(signal.SIGTERM, prev)
+
+
 def _final_checkpoint(d: Path) -> Path:
     return d / ("final_checkpoint.pt" if (d / "final_checkpoint.pt").exists() else "checkpoint_last.pt")
 
 
-def _run(cmd: List[str], d: Path, log) -> None:
-    """One training command; it dies with the sweep (own process group + parent-death signal)."""
+def _run(cmd: List[str], d: Path, log, env: Optional[Dict[str, str]] = None, group=None, tag: str = "") -> None:
+    """One training command; it dies with the sweep (own process group + parent-death signal).
+    ``env`` / ``group``: a ``--jobs`` slot's environment and the children of all jobs; ``tag``
+    prefixes the progress lines (which run they come from when several train at once)."""
     from ..procutil import run_child
 
     log("  $ " + " ".join(shlex.quote(c) for c in cmd))
     d.mkdir(parents=True, exist_ok=True)
+    pre = f"    [{tag}] " if tag else "    "
 
     def progress(line: str) -> None:
         if "][valid]" in line:  # fairseq's own validation lines as progress
-            log("    " + line.split("] - ", 1)[-1].strip()[:150])
+            log(pre + line.split("] - ", 1)[-1].strip()[:150])
 
     with open(d / "train.log", "a") as f:
-        rc = run_child(cmd, log_file=f, on_line=progress)
+        rc = run_child(cmd, log_file=f, on_line=progress, env=env, group=group)
     if rc != 0:
         raise RuntimeError(f"{d.name} failed (exit {rc}); see {d / 'train.log'}")
 
@@ -152,9 +232,23 @@ def _ctc_model_override(pretrained: str, overrides: Sequence[str]) -> List[str]:
 
 
 def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int:
+    import threading
+
+    from ..procutil import ChildGroup
     from . import mask as mask_cli
 
-    dist = world_size_overrides(args.world_size)
+    dist, envs = job_settings(args.jobs, args.world_size)
+    parallel = args.jobs > 1 and len(args.seeds) > 1
+    group = ChildGroup() if parallel else None
+    slot = threading.local()  # the job slot's environment (CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS)
+    slot.env = envs[0]
+    log_lock = threading.Lock()
+    plain_log = log
+
+    def log(msg: str) -> None:  # one line at a time when several jobs print
+        with log_lock:
+            plain_log(msg)
+
     config_dir = Path(args.config_dir).resolve()
     old = json.loads((work / "sweep.json").read_text()) if (work / "sweep.json").exists() else {}
     cmd = "parp-fairseq-sweep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -193,7 +287,8 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
                 reported.add(d)
             return _final_checkpoint(d)
         log(f"[sweep] {d.relative_to(work)}")
-        _run(hydra_train_cmd(config_dir, args.config_name, d, *common(lang, seed), *extra), d, log)
+        _run(hydra_train_cmd(config_dir, args.config_name, d, *common(lang, seed), *extra), d, log,
+             env=slot.env, group=group, tag=d.name if parallel else "")
         (d / "DONE").touch()
         return _final_checkpoint(d)
 
@@ -207,8 +302,8 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
             raise RuntimeError(f"computing the OMP mask of {dense} failed")
         return path
 
-    t0 = time.time()
-    for seed in args.seeds:
+    def one_seed(seed: int) -> None:
+        """Every point of one seed, in order (dense before the points that start from it)."""
         for lang in args.langs:
             if args.dense_reference or "dense" in args.methods:  # every language's reference
                 train(point_dir(work, lang, "dense", None, seed), lang, seed)
@@ -232,7 +327,8 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
                               "--schedule", args.imp_schedule,
                               "--start-checkpoint", str(dense), *(["--ranking", args.ranking] if args.ranking else []),
                               *(["--granularity", gran] if gran else []),
-                              "--", *common(lang, seed)], d, log)
+                              "--", *common(lang, seed)], d, log, env=slot.env, group=group,
+                             tag=d.name if parallel else "")
                         (d / "DONE").touch()
                     elif method == "s3router_p":
                         train(d, lang, seed, "pruning=s3router_p", f"model.pruning.sparsity={s}",
@@ -249,6 +345,14 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
                     train(point_dir(work, b, "parp", s, seed, src=b, granularity=gran), b, seed, "pruning=parp",
                           f"model.pruning.mask_path={omp_mask(b, seed, s)}", f"model.pruning.sparsity={s}",
                           *rank[1 if args.ranking else 0:])
+
+    t0 = time.time()
+    if parallel:
+        log(f"[sweep] seeds {' '.join(map(str, args.seeds))}, {args.jobs} at a time")
+        _in_parallel(args.seeds, one_seed, envs, slot, group)
+    else:
+        for seed in args.seeds:
+            one_seed(seed)
     log(f"[sweep] all points trained ({time.time() - t0:.0f} s); next: parp-fairseq-sweep collect --workdir {work}")
     return 0
 
@@ -755,6 +859,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config-dir", default=str(REPO / "configs" / "finetune"))
     r.add_argument("--config-name", default="mini")
     r.add_argument("--world-size", type=int, default=None, help="GPUs per run (default: all visible)")
+    r.add_argument("--jobs", type=int, default=1,
+                   help="seeds trained at once, each seed's points in order (dense first, then the points that "
+                        "start from it). On GPUs every job trains on one GPU, round-robin over the visible ones "
+                        "(the study's small runs are bound by fairseq's per-epoch validation and checkpoint "
+                        "writes, so several share one GPU well); on CPU each job gets cores/JOBS torch threads. "
+                        "One job failing stops the others. Default 1: one run at a time, on every visible GPU")
     r.add_argument("--no-record", dest="record", action="store_false", help=argparse.SUPPRESS)
     r.add_argument("overrides", nargs="*", help="hydra overrides for every run (after --)")
     c = sub.add_parser("collect", help="decode every finished point; tables and plots")
