@@ -298,3 +298,26 @@ def test_child_group_stop_ends_every_job_and_refuses_new_ones(tmp_path):
     assert sorted(rcs) == [-15, -15] and time.time() - t0 < 10  # SIGTERM'd, not left sleeping
     with pytest.raises(RuntimeError, match="were stopped"):
         run_child(["true"], group=group)
+
+
+def test_in_parallel_one_failure_stops_the_running_jobs_and_starts_no_more():
+    import threading
+    import time
+
+    from parp_fairseq.procutil import ChildGroup, run_child
+
+    group, slot, started, rcs = ChildGroup(), threading.local(), [], []
+
+    def fn(item):
+        started.append((item, slot.env["CUDA_VISIBLE_DEVICES"]))
+        if item == 1:
+            time.sleep(0.5)
+            raise ValueError("seed 1 failed")
+        rcs.append(run_child(["sleep", "60"], log_file=open(os.devnull, "w"), group=group))
+
+    t0 = time.time()
+    with pytest.raises(ValueError, match="seed 1 failed"):
+        sweep_cli._in_parallel([1, 2, 3, 4], fn, [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}],
+                               slot, group)
+    assert time.time() - t0 < 20 and rcs == [-15]  # seed 2's run was stopped, not waited for
+    assert sorted(i for i, _ in started) == [1, 2] and {g for _, g in started} == {"0", "1"}

@@ -132,11 +132,18 @@ def _in_parallel(items: Sequence, fn: Callable, envs: List[Dict[str, str]], slot
     for e in envs:
         free.put(e)
 
+    failed = threading.Event()  # set before a failed job frees its slot: the next item sees it
+
     def job(item) -> None:
+        if failed.is_set():
+            return
         env = free.get()
         slot.env = env
         try:
             fn(item)
+        except BaseException:
+            failed.set()
+            raise
         finally:
             free.put(env)
 
