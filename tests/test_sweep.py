@@ -152,6 +152,12 @@ def test_sweep_bad_input(tmp_path, pretrained, capsys):
     assert "out of range" in capsys.readouterr().err
     assert sweep_cli.main(base) == 2
     assert "parp-fairseq-corpus build" in capsys.readouterr().err
+    os.makedirs(tmp_path / "xx")
+    (tmp_path / "xx" / "dict.ltr.txt").write_text("A 1\n")
+    for bad, msg in ((["--jobs", "0"], "at least 1"), (["--jobs", "2", "--world-size", "2", "--seeds", "1", "2"],
+                                                      "use one of the two")):
+        assert sweep_cli.main(base + ["--labels", "ltr", *bad]) == 2
+        assert msg in capsys.readouterr().err and not (tmp_path / "w").exists()  # nothing written
     assert sweep_cli.main(["collect", "--workdir", str(tmp_path / "none")]) == 2
 
 

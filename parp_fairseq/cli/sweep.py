@@ -221,9 +221,11 @@ def run(args, log=print) -> int:
         args.pretrained = str(pretrained.default_model_path())  # the shipped model, sha256 checked
     if not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"pretrained checkpoint {args.pretrained} does not exist")
+    jobs = min(args.jobs, len(args.seeds)) if args.jobs >= 1 else args.jobs  # one seed: the plain run
+    job_settings(jobs, args.world_size)  # a bad --jobs / --world-size pair fails before anything is written
     work.mkdir(parents=True, exist_ok=True)
     with workdir_lock(work, "parp-fairseq-sweep run"):
-        return _run_points(args, work, data_root, transfers, langs, log)
+        return _run_points(args, work, data_root, transfers, langs, log, jobs)
 
 
 def _ctc_model_override(pretrained: str, overrides: Sequence[str]) -> List[str]:
@@ -238,14 +240,14 @@ def _ctc_model_override(pretrained: str, overrides: Sequence[str]) -> List[str]:
     return [f"model._name={name}"] if name != DEFAULT_CTC[0] else []
 
 
-def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int:
+def _run_points(args, work: Path, data_root: Path, transfers, langs, log, jobs: int = 1) -> int:
     import threading
 
     from ..procutil import ChildGroup
     from . import mask as mask_cli
 
-    dist, envs = job_settings(args.jobs, args.world_size)
-    parallel = args.jobs > 1 and len(args.seeds) > 1
+    dist, envs = job_settings(jobs, args.world_size)
+    parallel = jobs > 1
     group = ChildGroup() if parallel else None
     slot = threading.local()  # the job slot's environment (CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS)
     slot.env = envs[0]
@@ -355,7 +357,7 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log) -> int
 
     t0 = time.time()
     if parallel:
-        log(f"[sweep] seeds {' '.join(map(str, args.seeds))}, {args.jobs} at a time")
+        log(f"[sweep] seeds {' '.join(map(str, args.seeds))}, {jobs} at a time")
         _in_parallel(args.seeds, one_seed, envs, slot, group)
     else:
         for seed in args.seeds:
