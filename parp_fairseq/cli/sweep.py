@@ -15,6 +15,7 @@ where a point needs it); ``--transfer A:B`` finetunes language B with PARP start
 language A (the cross-lingual mask transfer of the PARP paper; ``B:B`` is run too, as the
 same-language reference). With CUDA the world size is every visible GPU (``WORLD_SIZE`` or
 ``--world-size`` override it) through fairseq's own distributed training; without, one CPU process.
+``--jobs N`` trains N seeds at once (each on one GPU, round-robin, or with cores/N CPU threads).
 
 ``collect`` decodes every finished point (Viterbi; test split, and where the language has them the
 ``test_spk`` split of a real task's held-out speakers and the ``real`` recorded split), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
