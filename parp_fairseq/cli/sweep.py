@@ -175,15 +175,15 @@ def _final_checkpoint(d: Path) -> Path:
     return d / ("final_checkpoint.pt" if (d / "final_checkpoint.pt").exists() else "checkpoint_last.pt")
 
 
-def _run(cmd: List[str], d: Path, log, env: Optional[Dict[str, str]] = None, group=None, tag: str = "") -> None:
+def _run(cmd: List[str], d: Path, log, env: Optional[Dict[str, str]] = None, group=None) -> None:
     """One training command; it dies with the sweep (own process group + parent-death signal).
-    ``env`` / ``group``: a ``--jobs`` slot's environment and the children of all jobs; ``tag``
-    prefixes the progress lines (which run they come from when several train at once)."""
+    ``env`` / ``group``: a ``--jobs`` slot's environment and the children of all jobs (then the
+    progress lines name their run, as several train at once)."""
     from ..procutil import run_child
 
     log("  $ " + " ".join(shlex.quote(c) for c in cmd))
     d.mkdir(parents=True, exist_ok=True)
-    pre = f"    [{tag}] " if tag else "    "
+    pre = f"    [{d.name}] " if group is not None else "    "
 
     def progress(line: str) -> None:
         if "][valid]" in line:  # fairseq's own validation lines as progress
@@ -222,11 +222,11 @@ def run(args, log=print) -> int:
         args.pretrained = str(pretrained.default_model_path())  # the shipped model, sha256 checked
     if not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"pretrained checkpoint {args.pretrained} does not exist")
-    jobs = min(args.jobs, len(args.seeds)) if args.jobs >= 1 else args.jobs  # one seed: the plain run
-    job_settings(jobs, args.world_size)  # a bad --jobs / --world-size pair fails before anything is written
+    jobs = min(args.jobs, len(args.seeds))  # one seed: the plain run (every GPU / thread)
+    settings = job_settings(jobs, args.world_size)  # a bad --jobs / --world-size pair fails before any write
     work.mkdir(parents=True, exist_ok=True)
     with workdir_lock(work, "parp-fairseq-sweep run"):
-        return _run_points(args, work, data_root, transfers, langs, log, jobs)
+        return _run_points(args, work, data_root, transfers, langs, log, settings)
 
 
 def _ctc_model_override(pretrained: str, overrides: Sequence[str]) -> List[str]:
@@ -241,14 +241,15 @@ def _ctc_model_override(pretrained: str, overrides: Sequence[str]) -> List[str]:
     return [f"model._name={name}"] if name != DEFAULT_CTC[0] else []
 
 
-def _run_points(args, work: Path, data_root: Path, transfers, langs, log, jobs: int = 1) -> int:
+def _run_points(args, work: Path, data_root: Path, transfers, langs, log,
+                settings: Tuple[List[str], List[Dict[str, str]]]) -> int:
     import threading
 
     from ..procutil import ChildGroup
     from . import mask as mask_cli
 
-    dist, envs = job_settings(jobs, args.world_size)
-    parallel = jobs > 1
+    dist, envs = settings  # job_settings(): the distributed overrides and one environment per job slot
+    parallel = len(envs) > 1
     group = ChildGroup() if parallel else None
     slot = threading.local()  # the job slot's environment (CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS)
     slot.env = envs[0]
@@ -298,7 +299,7 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log, jobs: 
             return _final_checkpoint(d)
         log(f"[sweep] {d.relative_to(work)}")
         _run(hydra_train_cmd(config_dir, args.config_name, d, *common(lang, seed), *extra), d, log,
-             env=slot.env, group=group, tag=d.name if parallel else "")
+             env=slot.env, group=group)
         (d / "DONE").touch()
         return _final_checkpoint(d)
 
@@ -337,8 +338,7 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log, jobs: 
                               "--schedule", args.imp_schedule,
                               "--start-checkpoint", str(dense), *(["--ranking", args.ranking] if args.ranking else []),
                               *(["--granularity", gran] if gran else []),
-                              "--", *common(lang, seed)], d, log, env=slot.env, group=group,
-                             tag=d.name if parallel else "")
+                              "--", *common(lang, seed)], d, log, env=slot.env, group=group)
                         (d / "DONE").touch()
                     elif method == "s3router_p":
                         train(d, lang, seed, "pruning=s3router_p", f"model.pruning.sparsity={s}",
@@ -358,7 +358,7 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log, jobs: 
 
     t0 = time.time()
     if parallel:
-        log(f"[sweep] seeds {' '.join(map(str, args.seeds))}, {jobs} at a time")
+        log(f"[sweep] seeds {' '.join(map(str, args.seeds))}, {len(envs)} at a time")
         _in_parallel(args.seeds, one_seed, envs, slot, group)
     else:
         for seed in args.seeds:
