@@ -182,6 +182,18 @@ def atomic_copy(src, dst) -> None:
     atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
+def atomic_link(src, dst) -> None:
+    """``dst`` as a hard link to ``src`` (a copy where the file system has none), through a temp name."""
+    def write(tmp: str) -> None:
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+    atomic_write(dst, write)
+
+
 # ----------------------------------------------------------------------------------------------
 def _read_marker(folder: Path) -> Optional[dict]:
     try:

@@ -5,6 +5,7 @@ import os
 import re
 
 import pytest
+import torch
 
 from parp_fairseq.cli import sweep as sweep_cli
 from parp_fairseq.decoding import lm as lm_cli
@@ -205,6 +206,43 @@ def test_sweep_score_init_names_the_points_and_reaches_the_model(corpus, pretrai
     assert {p["method"] for p in sweep_cli._points(work)} == {"dense", "s3router", "s3router-kaiming", "s3router_p"}
     with pytest.raises(SystemExit):
         sweep_cli.main(base + ["--score-init", "gaussian"])
+
+
+def test_sweep_imp_points_share_their_rounds_and_equal_a_run_of_their_own(corpus, pretrained, tmp_path, capsys):
+    """IMP at 20 % and 30 % (official schedule, 10 points a round): the 30 % point links the 20 % point's two
+    rounds in and trains only its third, and lands weight for weight where a run of its own lands."""
+    import json
+
+    from parp_fairseq.cli import imp as imp_cli
+    from parp_fairseq.safe_load import torch_load
+
+    root = tmp_path / "data"
+    root.mkdir()
+    os.symlink(corpus, root / "aa")
+    work = tmp_path / "sweep"
+    assert sweep_cli.main(["run", "--workdir", str(work), "--data-root", str(root), "--pretrained", str(pretrained),
+                           "--langs", "aa", "--methods", "imp", "--sparsities", "0.2", "0.3", "--labels", "ltr",
+                           "--config-name", "tiny", "--imp-schedule", "original", "--imp-rate", "0.1", "--",
+                           "optimization.max_update=4", "checkpoint.save_interval_updates=4",
+                           "dataset.validate_interval_updates=4"]) == 0
+    s2, s3 = work / "aa" / "imp_s0.2_seed1", work / "aa" / "imp_s0.3_seed1"
+    for r in (1, 2):
+        assert (s3 / f"round{r}" / "REUSED_FROM").read_text().strip() == str((s2 / f"round{r}").resolve())
+        assert os.path.samefile(s3 / f"round{r}" / "checkpoint_last.pt", s2 / f"round{r}" / "checkpoint_last.pt")
+    assert not (s3 / "round3" / "REUSED_FROM").exists() and (s3 / "round3" / "DONE").exists()
+    rows = [line.split("\t") for line in (s3 / "imp_rounds.tsv").read_text().splitlines()]
+    assert rows[0][-1] == "trained_in" and [r[-1] for r in rows[1:]] == ["", str((s2 / "round1").resolve()),
+                                                                       str((s2 / "round2").resolve()), ""]
+    # the same 30 % run with every round trained here
+    rec = json.loads((s3 / "imp.json").read_text())["settings"]
+    assert imp_cli.main(["--config-dir", rec["config_dir"], "--config-name", "tiny", "--workdir", str(tmp_path / "alone"),
+                         "--sparsity", "0.3", "--rate", "0.1", "--schedule", "original", "--start-checkpoint",
+                         rec["start_checkpoint"], "--", *rec["overrides"]]) == 0
+    shared = torch_load(s3 / "final_checkpoint.pt")["model"]
+    alone = torch_load(tmp_path / "alone" / "final_checkpoint.pt")["model"]
+    assert shared.keys() == alone.keys()
+    assert all(torch.equal(shared[k], alone[k]) for k in shared), [k for k in shared if not torch.equal(shared[k], alone[k])][:3]
+    assert sum(int((~v).sum()) for k, v in shared.items() if k.endswith("_mask")) > 0
 
 
 def test_structured_sweep_decodes_sliced_models(corpus, pretrained, tmp_path):

@@ -333,9 +333,12 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log,
                             log(f"[sweep] {d.relative_to(work)}: done before")
                             continue
                         log(f"[sweep] {d.relative_to(work)} (rounds of {args.imp_rate:g})")
+                        # the IMP runs of this seed to other sparsities share their first rounds
+                        siblings = [str(o) for o in sorted(d.parent.glob(d.name.replace(f"_s{s:g}_", "_s*_")))
+                                    if o != d and (o / "imp.json").exists()]
                         _run([console_script("parp-fairseq-imp"), "--config-dir", str(config_dir), "--config-name",
                               args.config_name, "--workdir", str(d), "--sparsity", str(s), "--rate", str(args.imp_rate),
-                              "--schedule", args.imp_schedule,
+                              "--schedule", args.imp_schedule, *(f"--reuse-from={o}" for o in siblings),
                               "--start-checkpoint", str(dense), *(["--ranking", args.ranking] if args.ranking else []),
                               *(["--granularity", gran] if gran else []),
                               "--", *common(lang, seed)], d, log, env=slot.env, group=group)
@@ -865,7 +868,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "its dense reference (the line in the plots), e.g. skip it for S3-Router masks alone")
     r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction removed per round (see --imp-schedule)")
     r.add_argument("--imp-schedule", choices=("remaining", "original"), default="remaining",
-                   help="IMP: rate of the REMAINING weights per round, or of the ORIGINAL ones (official code)")
+                   help="IMP: rate of the REMAINING weights per round, or of the ORIGINAL ones (official code). "
+                        "The IMP points of one seed share the rounds their schedules have in common (with "
+                        "'original' the 90 %% point's first rounds are the 10-70 %% points'): list the sparsities "
+                        "in rising order and each point trains only the rounds past the one before")
     r.add_argument("--config-dir", default=str(REPO / "configs" / "finetune"))
     r.add_argument("--config-name", default="mini")
     r.add_argument("--world-size", type=int, default=None, help="GPUs per run (default: all visible)")
