@@ -55,13 +55,13 @@ def test_a_work_folder_refuses_other_settings_and_other_round_sparsities(tmp_pat
     before = (work / "imp.json").read_text()
     # the same folder with another rate: one line, exit 2, nothing changed
     with pytest.raises(ValueError, match="rate 0.2 vs 0.3"):
-        imp_cli._record_settings(_args(work, 0.5, rate=0.3, schedule="remaining"), [0.3, 0.5])
+        imp_cli._record_settings(_args(work, 0.5, rate=0.3, schedule="remaining"), imp_cli.settings(_args(work, 0.5, rate=0.3, schedule="remaining")), [0.3, 0.5])
     # a longer run in the same folder would take the clipped 0.5 round as its 0.5904 round
     with pytest.raises(ValueError, match="round 4 was made at sparsity 0.5"):
-        imp_cli._record_settings(_args(work, 0.6, rate=0.2, schedule="remaining"), [0.2, 0.36, 0.488, 0.5904, 0.6])
+        imp_cli._record_settings(_args(work, 0.6, rate=0.2, schedule="remaining"), imp_cli.settings(_args(work, 0.6, rate=0.2, schedule="remaining")), [0.2, 0.36, 0.488, 0.5904, 0.6])
     assert (work / "imp.json").read_text() == before
     # a shorter run of the same settings is fine, and the rounds made here stay on record
-    imp_cli._record_settings(_args(work, 0.36, rate=0.2, schedule="remaining"), [0.2, 0.36])
+    imp_cli._record_settings(_args(work, 0.36, rate=0.2, schedule="remaining"), imp_cli.settings(_args(work, 0.36, rate=0.2, schedule="remaining")), [0.2, 0.36])
     assert json.loads((work / "imp.json").read_text())["rounds"] == [0.2, 0.36, 0.488, 0.5]
     (work / "imp.json").write_text("{\"settings\": 1}")
     with pytest.raises(ValueError, match="lacks settings"):

@@ -167,22 +167,22 @@ def run(args: argparse.Namespace) -> str:
     for path in (args.start_checkpoint, None if args.rewind == "pretrained" else args.rewind):
         if path:
             load_checkpoint(path)  # refuse an unsafe or broken file before any round runs
+    mine = settings(args)
     shared = []  # (leading rounds shared, folder) of every --reuse-from, checked before anything is written
     for src in args.reuse_from:
         if not os.path.isdir(src):
             raise FileNotFoundError(f"--reuse-from {src!r}: no such folder; give an earlier IMP --workdir")
         if os.path.realpath(src) != os.path.realpath(args.workdir):
-            shared.append((shared_rounds(settings(args), sched, src), src))
+            shared.append((shared_rounds(mine, sched, src), src))
     with workdir_lock(args.workdir, "parp-fairseq-imp"):
-        _record_settings(args, sched)
+        _record_settings(args, mine, sched)
         _reuse(args, sched, shared)
         return _rounds(args, sched)
 
 
-def _record_settings(args, sched: List[float]) -> None:
+def _record_settings(args, mine: Dict, sched: List[float]) -> None:
     """Write ``imp.json`` (the settings, the last ``--sparsity`` and the sparsity of every round this folder
     makes); refuse a work folder whose rounds were made with other settings or to other sparsities."""
-    mine = settings(args)
     rec = read_settings(args.workdir)
     rounds = list(sched)
     if rec is not None:
