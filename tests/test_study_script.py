@@ -34,9 +34,9 @@ def test_study_commands_parse(claim, tmp_path):
             assert set(args.methods) <= set(sweep_cli.METHODS) and all(0 < s < 1 for s in args.sparsities)
             assert args.config_name == "study" and args.seeds == [1, 2, 3]
     assert runs or claim == "data"
-    if claim == "data":  # nothing built yet: the corpora, both label subsets and a KenLM per task
+    if claim == "data":  # nothing built yet: the corpora, the 10-min subset and a KenLM per task
         names = [Path(c[0]).name for c in cmds]
-        assert names.count("parp-fairseq-corpus") == 4 and names.count("parp-fairseq-lm") == 5
+        assert names.count("parp-fairseq-corpus") == 3 and names.count("parp-fairseq-lm") == 4
     if claim == "claim5":  # S3-Router masks alone (no dense references), analysed over seeds
         from parp_fairseq.cli import analyze as analyze_cli
 
@@ -67,7 +67,7 @@ def test_study_script_env_and_usage(tmp_path):
     assert "--jobs" not in argv  # one run at a time unless JOBS says otherwise
     runs = [c[1:] for c in _dry("claim1", tmp_path, JOBS="3") if c[1] == "run"]
     assert runs and all(sweep_cli.build_parser().parse_args(a).jobs == 3 for a in runs)
-    for claim, default in (("claim1", ["en_10min", "en_1h"]), ("claim2", ["nl_real", "cs_real"])):
+    for claim, default in (("claim1", ["en_10min", "en"]), ("claim2", ["nl_real", "cs_real"])):
         argv = _dry(claim, tmp_path)[0]
         assert argv[argv.index("--langs") + 1:argv.index("--langs") + 3] == default
         argv = _dry(claim, tmp_path, LANGS="en_10min", METHODS="omp parp")[0]
