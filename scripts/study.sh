@@ -2,7 +2,7 @@
 # The papers' study (issue 12; RESULTS.md "The papers' study"), one claim at a time, resumable: every
 # command is a `parp-fairseq-sweep run` (finished points are skipped) or an analysis that rewrites only
 # its own output folder. Rerun the same command after a stop. On a GPU machine each run uses every
-# visible GPU (fairseq distributed); on CPU one process per run (17-19 min per 2,000-update run
+# visible GPU (fairseq distributed); on CPU one process of one torch thread per run (`--threads`; 17-19 min per 2,000-update run
 # at 10 min of labels, two runs at a time on a 2-core machine, measured 2026-12-03).
 #
 #   scripts/study.sh data           # the corpora, the 10-min label subset and the KenLMs the claims use
@@ -16,7 +16,7 @@
 #   DRY=1 scripts/study.sh claim1   # print the commands only
 #   SEEDS="1 2 3" SPARSITIES="0.1 0.5 0.9" scripts/study.sh claim1
 #   LANGS=en_10min METHODS="omp mpi parp" SPARSITIES=0.9 scripts/study.sh claim1   # one slice of claim 1
-#   JOBS=3 scripts/study.sh claim1  # seeds at once (`sweep run --jobs`): one GPU each, or cores/JOBS threads
+#   JOBS=3 scripts/study.sh claim1  # seeds at once (`sweep run --jobs`): one GPU each, or one CPU process each
 #
 # Every arm uses configs/finetune/study.yaml (one lr for all, chosen by the dense sweep); the real
 # tasks use it with the real-task budget (REAL_UPDATES updates at REAL_LR, as their dense references).

@@ -156,7 +156,7 @@ def test_sweep_bad_input(tmp_path, pretrained, capsys):
     os.makedirs(tmp_path / "xx")
     (tmp_path / "xx" / "dict.ltr.txt").write_text("A 1\n")
     for bad, msg in ((["--jobs", "0"], "at least 1"), (["--jobs", "2", "--world-size", "2", "--seeds", "1", "2"],
-                                                      "use one of the two")):
+                                                      "use one of the two"), (["--threads", "0"], "at least 1 torch")):
         assert sweep_cli.main(base + ["--labels", "ltr", *bad]) == 2
         assert msg in capsys.readouterr().err and not (tmp_path / "w").exists()  # nothing written
     assert sweep_cli.main(["collect", "--workdir", str(tmp_path / "none")]) == 2
@@ -275,29 +275,53 @@ def test_structured_sweep_decodes_sliced_models(corpus, pretrained, tmp_path):
 
 
 def test_job_settings_give_each_job_one_gpu_or_its_share_of_the_cores():
-    # one job: the stock behaviour (every visible GPU through fairseq's distributed training; here no GPU)
-    assert sweep_cli.job_settings(1, n_gpus=0, environ={}) == (sweep_cli.world_size_overrides(None), [{}])
+    # one job: the stock behaviour (every visible GPU through fairseq's distributed training) ...
+    assert sweep_cli.job_settings(1, n_gpus=2, environ={}) == (
+        ["common.cpu=false", "distributed_training.distributed_world_size=2"], [{}])
+    # ... and on CPU one process with one torch thread, as every CPU job gets whatever --jobs (a seed's
+    # numbers depend on the thread count); --threads, else the environment's OMP_NUM_THREADS, changes it
+    cpu = ["common.cpu=true", "distributed_training.distributed_world_size=1"]
+    assert sweep_cli.job_settings(1, n_gpus=0, environ={}, cpu_count=16) == (cpu, [{"OMP_NUM_THREADS": "1"}])
+    assert sweep_cli.job_settings(2, n_gpus=0, environ={}, cpu_count=16) == (cpu, [{"OMP_NUM_THREADS": "1"}] * 2)
+    assert sweep_cli.job_settings(1, n_gpus=0, environ={"OMP_NUM_THREADS": "3"})[1] == [{"OMP_NUM_THREADS": "3"}]
+    assert sweep_cli.job_settings(2, n_gpus=0, environ={"OMP_NUM_THREADS": "3"}, threads=2)[1] == \
+        [{"OMP_NUM_THREADS": "2"}] * 2
+    with pytest.raises(ValueError, match="at least 1 torch thread"):
+        sweep_cli.job_settings(1, n_gpus=0, threads=0)
     dist, envs = sweep_cli.job_settings(3, n_gpus=2, environ={}, cpu_count=16)
     assert dist == ["common.cpu=false", "distributed_training.distributed_world_size=1"]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"] and {e["OMP_NUM_THREADS"] for e in envs} == {"5"}
     # the GPUs this process may see, not 0..n-1; a user's thread count is left alone
     _, envs = sweep_cli.job_settings(3, n_gpus=2, environ={"CUDA_VISIBLE_DEVICES": "3,5", "OMP_NUM_THREADS": "2"})
     assert envs == [{"CUDA_VISIBLE_DEVICES": "3"}, {"CUDA_VISIBLE_DEVICES": "5"}, {"CUDA_VISIBLE_DEVICES": "3"}]
-    dist, envs = sweep_cli.job_settings(2, n_gpus=0, environ={}, cpu_count=3)
-    assert dist[0] == "common.cpu=true" and envs == [{"OMP_NUM_THREADS": "1"}] * 2
+    assert sweep_cli.job_settings(2, n_gpus=2, environ={}, threads=4)[1] == [
+        {"OMP_NUM_THREADS": "4", "CUDA_VISIBLE_DEVICES": "0"}, {"OMP_NUM_THREADS": "4", "CUDA_VISIBLE_DEVICES": "1"}]
     with pytest.raises(ValueError, match="at least 1"):
         sweep_cli.job_settings(0)
     with pytest.raises(ValueError, match="use one of the two"):
         sweep_cli.job_settings(2, requested=2, n_gpus=2, environ={})
 
 
+def test_record_threads_writes_the_count_once_and_warns_on_a_resume_with_another(tmp_path):
+    lines = []
+    sweep_cli.record_threads(tmp_path, {"CUDA_VISIBLE_DEVICES": "0"}, lines.append)  # GPU / user env: nothing
+    assert not (tmp_path / "threads").exists()
+    sweep_cli.record_threads(tmp_path, {"OMP_NUM_THREADS": "1"}, lines.append)
+    sweep_cli.record_threads(tmp_path, {"OMP_NUM_THREADS": "1"}, lines.append)  # a resume with the same count
+    assert (tmp_path / "threads").read_text() == "1\n" and lines == []
+    sweep_cli.record_threads(tmp_path, {"OMP_NUM_THREADS": "2"}, lines.append)
+    assert (tmp_path / "threads").read_text() == "1\n"  # the count it started with
+    assert len(lines) == 1 and "started with 1 torch thread(s) and goes on with 2" in lines[0] and "--threads 1" in lines[0]
+
+
 def test_sweep_jobs_train_seeds_at_once_and_repeat_the_one_at_a_time_runs(corpus, pretrained, tmp_path, monkeypatch,
                                                                           capsys):
     """--jobs 2: both seeds' dense -> OMP chains train at once in one work folder, and each run equals the same
-    seed trained alone (seeded span masks, one torch thread each): running in parallel changes nothing."""
+    seed trained alone (seeded span masks; one torch thread per run by default, with --jobs 1 too): running in
+    parallel changes nothing."""
     import torch
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the sweep's own default, not the environment's
     root = tmp_path / "data"
     root.mkdir()
     os.symlink(corpus, root / "aa")
@@ -317,6 +341,8 @@ def test_sweep_jobs_train_seeds_at_once_and_repeat_the_one_at_a_time_runs(corpus
         b = torch.load(tmp_path / "one/aa" / d / "checkpoint_last.pt", weights_only=True)["model"]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), d
     assert (tmp_path / "par/aa/omp_s0.5_seed1/DONE").exists()
+    assert (tmp_path / "one/aa/dense_seed2/threads").read_text() == (tmp_path / "par/aa/dense_seed2/threads").read_text() \
+        == "1\n"
     a = torch.load(tmp_path / "par/aa/dense_seed1/checkpoint_last.pt", weights_only=True)["model"]
     assert not all(torch.equal(a[k], b[k]) for k in a)  # the other seed is another run
 

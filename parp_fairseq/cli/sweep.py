@@ -15,7 +15,8 @@ where a point needs it); ``--transfer A:B`` finetunes language B with PARP start
 language A (the cross-lingual mask transfer of the PARP paper; ``B:B`` is run too, as the
 same-language reference). With CUDA the world size is every visible GPU (``WORLD_SIZE`` or
 ``--world-size`` override it) through fairseq's own distributed training; without, one CPU process.
-``--jobs N`` trains N seeds at once (each on one GPU, round-robin, or with cores/N CPU threads).
+``--jobs N`` trains N seeds at once (each on one GPU, round-robin, or as CPU processes). On CPU every run
+uses ``--threads`` torch threads (default 1, whatever ``--jobs``): the thread count changes the float sums.
 
 ``collect`` decodes every finished point (Viterbi; test split, and where the language has them the
 ``test_spk`` split of a real task's held-out speakers and the ``real`` recorded split), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
@@ -74,13 +75,16 @@ def point_dir(work: Path, lang: str, method: str, sparsity: Optional[float], see
     return work / lang / f"{tag}_s{sparsity:g}_seed{seed}"
 
 
-def world_size_overrides(requested: Optional[int]) -> List[str]:
-    """fairseq distributed settings for this machine: all GPUs (or WORLD_SIZE), else one CPU process."""
-    import torch
+def world_size_overrides(requested: Optional[int], n_gpus: Optional[int] = None) -> List[str]:
+    """fairseq distributed settings for this machine: all GPUs (or WORLD_SIZE), else one CPU process.
+    ``n_gpus``: the visible GPUs (default: this machine's)."""
+    if n_gpus is None:
+        import torch
 
+        n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     n = requested or int(os.environ.get("WORLD_SIZE", 0) or 0)
-    if torch.cuda.is_available():
-        n = n or torch.cuda.device_count()
+    if n_gpus:
+        n = n or n_gpus
         return ["common.cpu=false", f"distributed_training.distributed_world_size={n}"]
     if n > 1:
         raise ValueError(f"world size {n} asked for but no CUDA device is visible; CPU sweeps run one process")
@@ -88,36 +92,42 @@ def world_size_overrides(requested: Optional[int]) -> List[str]:
 
 
 def job_settings(jobs: int, requested: Optional[int] = None, n_gpus: Optional[int] = None,
-                 environ: Optional[Dict[str, str]] = None, cpu_count: Optional[int] = None
-                 ) -> Tuple[List[str], List[Dict[str, str]]]:
+                 environ: Optional[Dict[str, str]] = None, cpu_count: Optional[int] = None,
+                 threads: Optional[int] = None) -> Tuple[List[str], List[Dict[str, str]]]:
     """fairseq distributed overrides and each job slot's extra environment for ``run --jobs``.
 
     ``jobs == 1``: one run at a time on every visible GPU (or ``--world-size`` / ``WORLD_SIZE``) through
-    fairseq's distributed training, else one CPU process (:func:`world_size_overrides`), and no extra
-    environment. ``jobs > 1`` (several seeds at once): every run trains alone (world size 1), job slot
-    ``i`` on visible GPU ``i % n_gpus`` (``CUDA_VISIBLE_DEVICES``), and every slot gets
-    ``cpu_count // jobs`` torch threads (``OMP_NUM_THREADS``) unless the environment sets them.
-    ``n_gpus`` / ``environ`` / ``cpu_count`` default to this machine's."""
+    fairseq's distributed training, else one CPU process (:func:`world_size_overrides`). ``jobs > 1``
+    (several seeds at once): every run trains alone (world size 1), job slot ``i`` on visible GPU
+    ``i % n_gpus`` (``CUDA_VISIBLE_DEVICES``). On CPU every run, whatever ``jobs``, gets the same torch
+    thread count (``OMP_NUM_THREADS``): ``threads`` (``--threads``), else the environment's, else 1, since
+    the float sums and so a seed's numbers depend on it. GPU slots get ``cpu_count // jobs`` threads
+    unless ``threads`` or the environment set them. ``n_gpus`` / ``environ`` / ``cpu_count`` default to
+    this machine's."""
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: the number of seeds trained at once is at least 1")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads {threads}: a CPU run needs at least 1 torch thread")
+    environ = os.environ if environ is None else environ
+    cpu = {"OMP_NUM_THREADS": str(threads or environ.get("OMP_NUM_THREADS") or 1)}
     if jobs == 1:
-        return world_size_overrides(requested), [{}]
+        dist = world_size_overrides(requested, n_gpus)
+        return dist, [cpu if "common.cpu=true" in dist else {}]
     if requested and requested > 1:
         raise ValueError(f"--jobs {jobs} trains each job on one GPU; --world-size {requested} spreads one run "
                          "over several: use one of the two")
-    environ = os.environ if environ is None else environ
     if n_gpus is None:
         import torch
 
         n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    threads = {} if environ.get("OMP_NUM_THREADS") else {
-        "OMP_NUM_THREADS": str(max(1, (cpu_count or os.cpu_count() or 1) // jobs))}
     if not n_gpus:
-        return ["common.cpu=true", "distributed_training.distributed_world_size=1"], [dict(threads)] * jobs
+        return ["common.cpu=true", "distributed_training.distributed_world_size=1"], [dict(cpu)] * jobs
+    share = {} if not threads and environ.get("OMP_NUM_THREADS") else {
+        "OMP_NUM_THREADS": str(threads or max(1, (cpu_count or os.cpu_count() or 1) // jobs))}
     visible = [v for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()] or \
         [str(i) for i in range(n_gpus)]
     return (["common.cpu=false", "distributed_training.distributed_world_size=1"],
-            [{**threads, "CUDA_VISIBLE_DEVICES": visible[i % len(visible)]} for i in range(jobs)])
+            [{**share, "CUDA_VISIBLE_DEVICES": visible[i % len(visible)]} for i in range(jobs)])
 
 
 def _in_parallel(items: Sequence, fn: Callable, envs: List[Dict[str, str]], slot, group) -> None:
@@ -175,6 +185,23 @@ def _final_checkpoint(d: Path) -> Path:
     return d / ("final_checkpoint.pt" if (d / "final_checkpoint.pt").exists() else "checkpoint_last.pt")
 
 
+def record_threads(d: Path, env: Optional[Dict[str, str]], log) -> None:
+    """Write a CPU run's torch thread count (``OMP_NUM_THREADS`` of ``env``) to ``d/threads`` when it
+    starts; when ``d`` was started with another count, log a warning: the resumed run is neither count's
+    straight run (a seed's numbers depend on the thread count)."""
+    count = (env or {}).get("OMP_NUM_THREADS")
+    if count is None:  # a GPU run or a user environment left alone
+        return
+    f = d / "threads"
+    if f.exists():
+        before = f.read_text().strip()
+        if before != count:
+            log(f"[sweep] warning: {d.name} was started with {before} torch thread(s) and goes on with {count}: "
+                f"its numbers will not repeat a straight run (rerun it in a new folder, or pass --threads {before})")
+        return
+    atomic_write_text(f, count + "\n")
+
+
 def _run(cmd: List[str], d: Path, log, env: Optional[Dict[str, str]] = None, group=None) -> None:
     """One training command; it dies with the sweep (own process group + parent-death signal).
     ``env`` / ``group``: a ``--jobs`` slot's environment and the children of all jobs (then the
@@ -183,6 +210,7 @@ def _run(cmd: List[str], d: Path, log, env: Optional[Dict[str, str]] = None, gro
 
     log("  $ " + " ".join(shlex.quote(c) for c in cmd))
     d.mkdir(parents=True, exist_ok=True)
+    record_threads(d, env, log)
     pre = f"    [{d.name}] " if group is not None else "    "
 
     def progress(line: str) -> None:
@@ -222,8 +250,9 @@ def run(args, log=print) -> int:
         args.pretrained = str(pretrained.default_model_path())  # the shipped model, sha256 checked
     if not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"pretrained checkpoint {args.pretrained} does not exist")
-    jobs = min(args.jobs, len(args.seeds))  # one seed: the plain run (every GPU / thread)
-    settings = job_settings(jobs, args.world_size)  # a bad --jobs / --world-size pair fails before any write
+    jobs = min(args.jobs, len(args.seeds))  # one seed: the plain run (every GPU)
+    # a bad --jobs / --world-size / --threads is refused before anything is written
+    settings = job_settings(jobs, args.world_size, threads=args.threads)
     work.mkdir(parents=True, exist_ok=True)
     with workdir_lock(work, "parp-fairseq-sweep run"):
         return _run_points(args, work, data_root, transfers, langs, log, settings)
@@ -360,6 +389,8 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log,
                           *rank[1 if args.ranking else 0:])
 
     t0 = time.time()
+    if "common.cpu=true" in dist:
+        log(f"[sweep] CPU: {envs[0].get('OMP_NUM_THREADS')} torch thread(s) per run (--threads)")
     if parallel:
         log(f"[sweep] seeds {' '.join(map(str, args.seeds))}, {len(envs)} at a time")
         _in_parallel(args.seeds, one_seed, envs, slot, group)
@@ -879,8 +910,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds trained at once, each seed's points in order (dense first, then the points that "
                         "start from it). On GPUs every job trains on one GPU, round-robin over the visible ones "
                         "(the study's small runs are bound by fairseq's per-epoch validation and checkpoint "
-                        "writes, so several share one GPU well); on CPU each job gets cores/JOBS torch threads. "
+                        "writes, so several share one GPU well); on CPU each job runs with --threads torch threads. "
                         "One job failing stops the others. Default 1: one run at a time, on every visible GPU")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch threads (OMP_NUM_THREADS) of every CPU training run, whatever --jobs. Default: "
+                        "OMP_NUM_THREADS of the environment, else 1. On CPU a seed's numbers depend on the "
+                        "thread count (the float sums are split differently), so keep one count for runs that "
+                        "are to be compared or repeated (the study: 1); each run folder records its count "
+                        "(file `threads`) and a resume with another count is warned about")
     r.add_argument("--no-record", dest="record", action="store_false", help=argparse.SUPPRESS)
     r.add_argument("overrides", nargs="*", help="hydra overrides for every run (after --)")
     c = sub.add_parser("collect", help="decode every finished point; tables and plots")
