@@ -208,10 +208,14 @@ def test_sweep_score_init_names_the_points_and_reaches_the_model(corpus, pretrai
         sweep_cli.main(base + ["--score-init", "gaussian"])
 
 
-def test_sweep_imp_points_share_their_rounds_and_equal_a_run_of_their_own(corpus, pretrained, tmp_path, capsys):
+def test_sweep_imp_points_share_their_rounds_and_equal_a_run_of_their_own(corpus, pretrained, tmp_path, capsys,
+                                                                          monkeypatch):
     """IMP at 20 % and 30 % (official schedule, 10 points a round): the 30 % point links the 20 % point's two
-    rounds in and trains only its third, and lands weight for weight where a run of its own lands."""
+    rounds in and trains only its third, and lands weight for weight where a run of its own lands (both with
+    one torch thread: the sweep's default, and the environment of the run alone, which has no --threads)."""
     import json
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
     from parp_fairseq.cli import imp as imp_cli
     from parp_fairseq.safe_load import torch_load
