@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Set
 
 from .errors import InputError
+from .fsutil import atomic_write_text
 from .fairseq_hooks import KILL_GROUP_ENV
 
 _PR_SET_PDEATHSIG = 1
@@ -58,6 +59,24 @@ class ChildGroup:
             procs = list(self._procs)
         for p in procs:
             _kill_group(p)
+
+
+def record_threads(d: Path, env: Optional[Dict[str, str]], log: Callable[[str], None], tool: str = "sweep") -> None:
+    """Write a CPU run's torch thread count (``OMP_NUM_THREADS`` of ``env``) to ``d/threads`` when it
+    starts; when ``d`` was started with another count, ``log`` a warning: the resumed run is neither
+    count's straight run (a seed's numbers depend on the thread count). ``tool`` names the command in
+    the warning (``sweep``, ``imp``)."""
+    count = (env or {}).get("OMP_NUM_THREADS")
+    if count is None:  # a GPU run or a user environment left alone
+        return
+    f = Path(d) / "threads"
+    if f.exists():
+        before = f.read_text().strip()
+        if before != count:
+            log(f"[{tool}] warning: {Path(d).name} was started with {before} torch thread(s) and goes on with {count}: "
+                f"its numbers will not repeat a straight run (rerun it in a new folder, or pass --threads {before})")
+        return
+    atomic_write_text(f, count + "\n")
 
 
 def run_child(cmd: List[str], log_file=None, on_line: Optional[Callable[[str], None]] = None,

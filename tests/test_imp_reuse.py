@@ -78,3 +78,18 @@ def test_reuse_from_bad_folders_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, err
         assert not work.exists()  # nothing written
+
+
+def test_threads_go_to_every_round_and_a_bad_count_is_one_line(tmp_path, capsys, monkeypatch):
+    """``--threads`` sets the rounds' OMP_NUM_THREADS (else the environment's, else torch's default) and is
+    recorded in the work folder; 0 is refused before anything is written."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert imp_cli.thread_env(None) == {"OMP_NUM_THREADS": "3"}
+    assert imp_cli.thread_env(2) == {"OMP_NUM_THREADS": "2"}
+    assert imp_cli.thread_env(None, environ={}) is None
+    work = tmp_path / "w"
+    rc = imp_cli.main(["--config-dir", "configs/finetune", "--config-name", "tiny", "--workdir", str(work),
+                       "--sparsity", "0.3", "--threads", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--threads 0" in err and len(err.strip().splitlines()) == 1, err
+    assert not work.exists()

@@ -212,10 +212,11 @@ def test_sweep_imp_points_share_their_rounds_and_equal_a_run_of_their_own(corpus
                                                                           monkeypatch):
     """IMP at 20 % and 30 % (official schedule, 10 points a round): the 30 % point links the 20 % point's two
     rounds in and trains only its third, and lands weight for weight where a run of its own lands (both with
-    one torch thread: the sweep's default, and the environment of the run alone, which has no --threads)."""
+    one torch thread through their --threads, whatever the environment says: a 2-core machine's default
+    would make the run alone another run)."""
     import json
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
 
     from parp_fairseq.cli import imp as imp_cli
     from parp_fairseq.safe_load import torch_load
@@ -226,8 +227,8 @@ def test_sweep_imp_points_share_their_rounds_and_equal_a_run_of_their_own(corpus
     work = tmp_path / "sweep"
     assert sweep_cli.main(["run", "--workdir", str(work), "--data-root", str(root), "--pretrained", str(pretrained),
                            "--langs", "aa", "--methods", "imp", "--sparsities", "0.2", "0.3", "--labels", "ltr",
-                           "--config-name", "tiny", "--imp-schedule", "original", "--imp-rate", "0.1", "--",
-                           "optimization.max_update=4", "checkpoint.save_interval_updates=4",
+                           "--config-name", "tiny", "--imp-schedule", "original", "--imp-rate", "0.1", "--threads", "1",
+                           "--", "optimization.max_update=4", "checkpoint.save_interval_updates=4",
                            "dataset.validate_interval_updates=4"]) == 0
     s2, s3 = work / "aa" / "imp_s0.2_seed1", work / "aa" / "imp_s0.3_seed1"
     for r in (1, 2):
@@ -241,7 +242,8 @@ def test_sweep_imp_points_share_their_rounds_and_equal_a_run_of_their_own(corpus
     rec = json.loads((s3 / "imp.json").read_text())["settings"]
     assert imp_cli.main(["--config-dir", rec["config_dir"], "--config-name", "tiny", "--workdir", str(tmp_path / "alone"),
                          "--sparsity", "0.3", "--rate", "0.1", "--schedule", "original", "--start-checkpoint",
-                         rec["start_checkpoint"], "--", *rec["overrides"]]) == 0
+                         rec["start_checkpoint"], "--threads", "1", "--", *rec["overrides"]]) == 0
+    assert (tmp_path / "alone" / "threads").read_text() == (s3 / "threads").read_text() == "1\n"
     shared = torch_load(s3 / "final_checkpoint.pt")["model"]
     alone = torch_load(tmp_path / "alone" / "final_checkpoint.pt")["model"]
     assert shared.keys() == alone.keys()

@@ -18,7 +18,8 @@ linked in instead of retrained.
 
 Outputs in ``--workdir``: ``round{r}/`` (fairseq save dirs), ``mask_round{r}.pt``,
 ``final_mask.pt``, ``final_checkpoint.pt`` (the last round's checkpoint), ``imp_rounds.tsv`` and
-``imp.json`` (the settings every round was made with; a rerun with other settings is refused).
+``imp.json`` (the settings every round was made with; a rerun with other settings is refused) and
+``threads`` (the torch thread count of the rounds, ``--threads``: a seed's numbers depend on it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 from .._compat import hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_copy, atomic_link, atomic_write_text
-from ..procutil import run_child, workdir_lock
+from ..procutil import record_threads, run_child, workdir_lock
 from ..pruning.schedule import IMP_SCHEDULES, imp_schedule
 
 logger = logging.getLogger("parp_fairseq.imp")
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--reuse-from", action="append", default=[], metavar="WORKDIR",
                     help="an earlier IMP work folder of the same settings (repeatable): its finished leading "
                          "rounds that this schedule shares are linked in, not retrained")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (OMP_NUM_THREADS) of every round's training run. Default: the environment's "
+                         "OMP_NUM_THREADS, else torch's own (every core). A seed's numbers depend on the thread count: "
+                         "the count is recorded in --workdir (file `threads`) and a resume with another is warned about")
     ap.add_argument("overrides", nargs="*", help="hydra overrides for every round (after --)")
     return ap
 
@@ -141,11 +146,20 @@ def _link_round(src: str, dst: str, r: int) -> None:
     open(os.path.join(d, "DONE"), "w").close()
 
 
+def thread_env(threads: Optional[int], environ=None) -> Optional[Dict[str, str]]:
+    """The rounds' ``OMP_NUM_THREADS``: ``threads`` (``--threads``), else the environment's, else None
+    (torch's default); a count below 1 is refused."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads {threads}: a training run needs at least 1 torch thread")
+    count = threads or (os.environ if environ is None else environ).get("OMP_NUM_THREADS")
+    return {"OMP_NUM_THREADS": str(count)} if count else None
+
+
 def _train(args, save_dir: str, extra: List[str]) -> None:
     """One round: a ``fairseq-hydra-train`` child that dies with this command."""
     cmd = hydra_train_cmd(args.config_dir, args.config_name, save_dir, *args.overrides, *extra)
     logger.info("running: " + " ".join(cmd))
-    rc = run_child(cmd)
+    rc = run_child(cmd, env=thread_env(args.threads))
     if rc != 0:
         raise RuntimeError(f"round in {save_dir} failed (fairseq-hydra-train exit {rc}); its log is above")
 
@@ -167,6 +181,7 @@ def run(args: argparse.Namespace) -> str:
     for path in (args.start_checkpoint, None if args.rewind == "pretrained" else args.rewind):
         if path:
             load_checkpoint(path)  # refuse an unsafe or broken file before any round runs
+    env = thread_env(args.threads)  # a bad --threads is refused before anything is written
     mine = settings(args)
     shared = []  # (leading rounds shared, folder) of every --reuse-from, checked before anything is written
     for src in args.reuse_from:
@@ -176,6 +191,12 @@ def run(args: argparse.Namespace) -> str:
             shared.append((shared_rounds(mine, sched, src), src))
     with workdir_lock(args.workdir, "parp-fairseq-imp"):
         _record_settings(args, mine, sched)
+        if env:
+            logger.info(f"every round trains with {env['OMP_NUM_THREADS']} torch thread(s)")
+        else:
+            logger.info("rounds train with torch's default thread count (every core): pass --threads (or set "
+                        "OMP_NUM_THREADS) for numbers that repeat on a machine with another core count")
+        record_threads(args.workdir, env, logger.warning, tool="imp")
         _reuse(args, sched, shared)
         return _rounds(args, sched)
 

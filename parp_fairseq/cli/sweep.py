@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .._compat import console_script, hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_write_text
-from ..procutil import workdir_lock
+from ..procutil import record_threads, workdir_lock
 from ..reporting import mean_std
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
@@ -183,23 +183,6 @@ def _in_parallel(items: Sequence, fn: Callable, envs: List[Dict[str, str]], slot
 
 def _final_checkpoint(d: Path) -> Path:
     return d / ("final_checkpoint.pt" if (d / "final_checkpoint.pt").exists() else "checkpoint_last.pt")
-
-
-def record_threads(d: Path, env: Optional[Dict[str, str]], log) -> None:
-    """Write a CPU run's torch thread count (``OMP_NUM_THREADS`` of ``env``) to ``d/threads`` when it
-    starts; when ``d`` was started with another count, log a warning: the resumed run is neither count's
-    straight run (a seed's numbers depend on the thread count)."""
-    count = (env or {}).get("OMP_NUM_THREADS")
-    if count is None:  # a GPU run or a user environment left alone
-        return
-    f = d / "threads"
-    if f.exists():
-        before = f.read_text().strip()
-        if before != count:
-            log(f"[sweep] warning: {d.name} was started with {before} torch thread(s) and goes on with {count}: "
-                f"its numbers will not repeat a straight run (rerun it in a new folder, or pass --threads {before})")
-        return
-    atomic_write_text(f, count + "\n")
 
 
 def _run(cmd: List[str], d: Path, log, env: Optional[Dict[str, str]] = None, group=None) -> None:
