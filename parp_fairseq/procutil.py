@@ -61,6 +61,16 @@ class ChildGroup:
             _kill_group(p)
 
 
+def torch_threads(threads: Optional[int], environ: Optional[Dict[str, str]] = None,
+                  default: Optional[int] = None) -> Optional[str]:
+    """The torch thread count (``OMP_NUM_THREADS``) of a CPU training run: ``threads`` (``--threads``), else
+    ``environ``'s (this process's by default), else ``default`` (None: torch's own); a count below 1 is refused."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads {threads}: a training run needs at least 1 torch thread")
+    count = threads or (os.environ if environ is None else environ).get("OMP_NUM_THREADS") or default
+    return None if count is None else str(count)
+
+
 def record_threads(d: Path, env: Optional[Dict[str, str]], log: Callable[[str], None], tool: str = "sweep") -> None:
     """Write a CPU run's torch thread count (``OMP_NUM_THREADS`` of ``env``) to ``d/threads`` when it
     starts; when ``d`` was started with another count, ``log`` a warning: the resumed run is neither

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 from .._compat import hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_copy, atomic_link, atomic_write_text
-from ..procutil import record_threads, run_child, workdir_lock
+from ..procutil import record_threads, run_child, torch_threads, workdir_lock
 from ..pruning.schedule import IMP_SCHEDULES, imp_schedule
 
 logger = logging.getLogger("parp_fairseq.imp")
@@ -147,19 +147,18 @@ def _link_round(src: str, dst: str, r: int) -> None:
 
 
 def thread_env(threads: Optional[int], environ=None) -> Optional[Dict[str, str]]:
-    """The rounds' ``OMP_NUM_THREADS``: ``threads`` (``--threads``), else the environment's, else None
-    (torch's default); a count below 1 is refused."""
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads {threads}: a training run needs at least 1 torch thread")
-    count = threads or (os.environ if environ is None else environ).get("OMP_NUM_THREADS")
-    return {"OMP_NUM_THREADS": str(count)} if count else None
+    """The rounds' environment: ``OMP_NUM_THREADS`` from ``--threads``, else the environment's, else None
+    (torch's default); see :func:`~parp_fairseq.procutil.torch_threads`."""
+    count = torch_threads(threads, environ)
+    return {"OMP_NUM_THREADS": count} if count else None
 
 
-def _train(args, save_dir: str, extra: List[str]) -> None:
-    """One round: a ``fairseq-hydra-train`` child that dies with this command."""
+def _train(args, save_dir: str, extra: List[str], env: Optional[Dict[str, str]]) -> None:
+    """One round: a ``fairseq-hydra-train`` child (environment ``env`` on top of this one's) that dies
+    with this command."""
     cmd = hydra_train_cmd(args.config_dir, args.config_name, save_dir, *args.overrides, *extra)
     logger.info("running: " + " ".join(cmd))
-    rc = run_child(cmd, env=thread_env(args.threads))
+    rc = run_child(cmd, env=env)
     if rc != 0:
         raise RuntimeError(f"round in {save_dir} failed (fairseq-hydra-train exit {rc}); its log is above")
 
@@ -198,7 +197,7 @@ def run(args: argparse.Namespace) -> str:
                         "OMP_NUM_THREADS) for numbers that repeat on a machine with another core count")
         record_threads(args.workdir, env, logger.warning, tool="imp")
         _reuse(args, sched, shared)
-        return _rounds(args, sched)
+        return _rounds(args, sched, env)
 
 
 def _record_settings(args, mine: Dict, sched: List[float]) -> None:
@@ -238,7 +237,7 @@ def _reuse(args, sched: List[float], shared: List[Tuple[int, str]]) -> None:
         logger.info("no earlier run shares this schedule's first round; training every round")
 
 
-def _rounds(args, sched) -> str:
+def _rounds(args, sched, env: Optional[Dict[str, str]]) -> str:
     from ..cli import mask as mask_cli
     from ..pruning.maskfile import load_mask_file
 
@@ -248,7 +247,7 @@ def _rounds(args, sched) -> str:
     else:
         d0 = os.path.join(args.workdir, "round0")
         if not os.path.exists(os.path.join(d0, "DONE")):
-            _train(args, d0, ["pruning=none"])
+            _train(args, d0, ["pruning=none"], env)
             open(os.path.join(d0, "DONE"), "w").close()
         prev_ckpt = _ckpt(d0, args.select)
     rows.append((0, 0.0, 0.0, prev_ckpt, "", ""))
@@ -267,7 +266,7 @@ def _rounds(args, sched) -> str:
             extra = ["pruning=imp", f"model.pruning.mask_path={mpath}", f"model.pruning.granularity={args.granularity}"]
             if args.rewind != "pretrained":
                 extra.append(f"model.pruning.init_from={os.path.abspath(args.rewind)}")
-            _train(args, d, extra)
+            _train(args, d, extra, env)
             open(os.path.join(d, "DONE"), "w").close()
         prev_ckpt, prev_mask = _ckpt(d, args.select), mpath
         reused = os.path.join(d, "REUSED_FROM")

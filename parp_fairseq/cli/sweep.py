@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .._compat import console_script, hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_write_text
-from ..procutil import record_threads, workdir_lock
+from ..procutil import record_threads, torch_threads, workdir_lock
 from ..reporting import mean_std
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
@@ -106,10 +106,8 @@ def job_settings(jobs: int, requested: Optional[int] = None, n_gpus: Optional[in
     this machine's."""
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: the number of seeds trained at once is at least 1")
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads {threads}: a CPU run needs at least 1 torch thread")
     environ = os.environ if environ is None else environ
-    cpu = {"OMP_NUM_THREADS": str(threads or environ.get("OMP_NUM_THREADS") or 1)}
+    cpu = {"OMP_NUM_THREADS": torch_threads(threads, environ, default=1)}
     if jobs == 1:
         dist = world_size_overrides(requested, n_gpus)
         return dist, [cpu if "common.cpu=true" in dist else {}]
