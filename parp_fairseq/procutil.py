@@ -151,14 +151,17 @@ def _kill_group(p: subprocess.Popen) -> None:
         p.wait()
 
 
+LOCK_NAME = ".parp_fairseq.lock"
+
+
 @contextlib.contextmanager
-def workdir_lock(workdir, command: str) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<workdir>/.parp_fairseq.lock`` for the whole command; a second
-    command on the same folder is refused at once, naming the holder. The kernel drops the lock
-    when the holder dies, so a killed run never leaves a stale lock."""
+def workdir_lock(workdir, command: str, name: str = LOCK_NAME) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<workdir>/<name>`` (``.parp_fairseq.lock``) for the whole command;
+    a second command on the same folder is refused at once, naming the holder. The kernel drops the
+    lock when the holder dies, so a killed run never leaves a stale lock."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / ".parp_fairseq.lock"
+    path = workdir / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
@@ -172,3 +175,21 @@ def workdir_lock(workdir, command: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def lock_holder(workdir, name: str = LOCK_NAME) -> Optional[str]:
+    """Who holds ``<workdir>/<name>`` now (the text its holder wrote, e.g. ``parp-fairseq-sweep run
+    (pid 123)``), or None when nobody does; takes nothing and creates nothing."""
+    path = Path(workdir) / name
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        return None
+    finally:
+        os.close(fd)

@@ -9,6 +9,7 @@ import torch
 
 from parp_fairseq.cli import sweep as sweep_cli
 from parp_fairseq.decoding import lm as lm_cli
+from parp_fairseq.procutil import lock_holder, workdir_lock
 
 
 def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, capsys):
@@ -41,7 +42,16 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     assert sweep_cli.main(["collect", "--workdir", str(work), *per_lang]) == 2
     assert "(language bb)" in capsys.readouterr().err and not (work / "results.tsv").exists()
     os.symlink(lm, tmp_path / "lm_bb")
-    assert sweep_cli.main(["collect", "--workdir", str(work), "--results-md", str(results_md), *per_lang]) == 0
+    # a collect is refused while another collects the folder; it goes ahead while a `run` trains there,
+    # reporting the points finished so far and saying who is still training
+    with workdir_lock(work, "parp-fairseq-sweep collect", name=sweep_cli.COLLECT_LOCK):
+        assert sweep_cli.main(["collect", "--workdir", str(work), *per_lang]) == 2
+        assert "in use by parp-fairseq-sweep collect" in capsys.readouterr().err
+    with workdir_lock(work, "parp-fairseq-sweep run"):
+        assert lock_holder(work).startswith("parp-fairseq-sweep run (pid ")
+        assert sweep_cli.main(["collect", "--workdir", str(work), "--results-md", str(results_md), *per_lang]) == 0
+        assert "still being trained by parp-fairseq-sweep run" in capsys.readouterr().out
+    assert lock_holder(work) is None and lock_holder(tmp_path / "nowhere") is None
     all_rows = list(csv.DictReader(open(work / "results.tsv"), delimiter="\t"))
     rows = [r for r in all_rows if r["decoder"] == "viterbi"]
     # every point decoded twice: Viterbi and the KenLM lexicon beam search (its own results folder)

@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .._compat import console_script, hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_write_text
-from ..procutil import record_threads, torch_threads, workdir_lock
+from ..procutil import lock_holder, record_threads, torch_threads, workdir_lock
 from ..reporting import mean_std
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
@@ -702,11 +702,21 @@ def cost(args, log=print) -> int:
     return 0
 
 
+COLLECT_LOCK = ".parp_fairseq.collect.lock"
+
+
 def collect(args, log=print) -> int:
     work = Path(args.workdir).resolve()
     if not work.is_dir():
         raise FileNotFoundError(f"--workdir {work} does not exist; run `parp-fairseq-sweep run` first")
-    with workdir_lock(work, "parp-fairseq-sweep collect"):
+    # collect reads finished points only (DONE written after their checkpoint) and writes their decode
+    # folders and its own tables, nothing `run` touches: it takes its own lock, so it can report a sweep
+    # that is still training, and two collects of one folder are refused
+    with workdir_lock(work, "parp-fairseq-sweep collect", name=COLLECT_LOCK):
+        training = lock_holder(work)
+        if training:
+            log(f"[sweep] {work} is still being trained by {training}: collecting the points finished so far "
+                "(collect again when it is done)")
         return _collect(args, work, log)
 
 
