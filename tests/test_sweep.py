@@ -154,6 +154,61 @@ def test_cost_pairs_each_point_with_the_dense_of_its_own_file_and_seed(tmp_path,
     assert not (tmp_path / "d.png").exists()
 
 
+_COLLECT_COLS = ["lang", "method", "mask_from", "target_sparsity", "actual_sparsity", "seed", "split", "decoder", "WER",
+                 "unit", "unit_error", "transformer_params", "mask_iou_init", "checkpoint"]
+
+
+def _collect_tsv(path, rows, cols=_COLLECT_COLS):
+    base = dict(lang="en", mask_from="-", actual_sparsity="0.0000", split="test", decoder="viterbi", WER="90.0000",
+                unit="CER", transformer_params="100", mask_iou_init="-", checkpoint="/x.pt")
+    path.write_text("\t".join(cols) + "\n" + "".join("\t".join(str({**base, **r}[c]) for c in cols) + "\n"
+                                                     for r in rows))
+    return path
+
+
+def test_merge_keeps_one_row_per_point_and_refuses_a_rerun_that_does_not_repeat(tmp_path, capsys):
+    """Two streams' work folders share seed 2's dense model; a third table reran a point differently."""
+    dense2 = {"method": "dense", "target_sparsity": "0.0000", "seed": 2, "unit_error": "35.5200"}
+    a = _collect_tsv(tmp_path / "a.tsv", [
+        {"method": "omp", "target_sparsity": "0.7000", "actual_sparsity": "0.7000", "seed": 2, "unit_error": "36.0"},
+        {**dense2, "decoder": "kenlm"}, dense2,
+        {"method": "dense", "target_sparsity": "0.0000", "seed": 1, "unit_error": "35.0100"},
+        {"lang": "nl", "method": "dense", "target_sparsity": "0.0000", "seed": 1, "unit_error": "20.0"}])
+    b = _collect_tsv(tmp_path / "b.tsv", [dense2, {**dense2, "decoder": "kenlm"},
+                                           {"method": "mpi", "target_sparsity": "0.7000", "seed": 2, "unit_error": "38.0"}])
+    out = tmp_path / "merged.tsv"
+    assert sweep_cli.main(["merge", str(a), str(b), "--out", str(out), "--lang", "en"]) == 0
+    assert "5 rows (5 distinct of 2 table(s), 2 repeated with the same numbers, 0 conflicting)" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out), delimiter="\t"))
+    assert [(r["method"], r["seed"], r["decoder"]) for r in rows] == [  # dense first, then by method, seed, decoder
+        ("dense", "1", "viterbi"), ("dense", "2", "viterbi"), ("dense", "2", "kenlm"), ("mpi", "2", "viterbi"),
+        ("omp", "2", "viterbi")]
+    assert list(rows[0]) == _COLLECT_COLS
+    # merging into an existing table: its rows come first; the same rows again are repeats only
+    assert sweep_cli.main(["merge", str(b), "--out", str(out)]) == 0
+    assert "(5 distinct of 2 table(s), 3 repeated" in capsys.readouterr().out
+    # a rerun with other numbers: refused, naming the point, and the table is left as it was
+    before = out.read_text()
+    c = _collect_tsv(tmp_path / "c.tsv", [{**dense2, "unit_error": "35.9000"}])
+    assert sweep_cli.main(["merge", str(c), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "1 row(s) measured differently" in err and "en dense - 0.0000 2 test viterbi" in err
+    assert "unit_error 35.5200 -> 35.9000" in err and "Traceback" not in err and out.read_text() == before
+    assert sweep_cli.main(["merge", str(c), "--out", str(out), "--on-conflict", "first"]) == 0
+    assert out.read_text() == before and "conflict (first kept)" in capsys.readouterr().out
+    assert sweep_cli.main(["merge", str(c), "--out", str(out), "--on-conflict", "last"]) == 0
+    got = {(r["method"], r["seed"], r["decoder"]): r["unit_error"] for r in csv.DictReader(open(out), delimiter="\t")}
+    assert got[("dense", "2", "viterbi")] == "35.9000" and got[("dense", "1", "viterbi")] == "35.0100"
+    # bad input: one clear line, nothing written
+    d = _collect_tsv(tmp_path / "d.tsv", [dense2], cols=_COLLECT_COLS[:-1])
+    (tmp_path / "e.tsv").write_text("lang\tmethod\n")
+    for argv, msg in (([str(a), str(d)], "has other columns than"), ([str(tmp_path / "e.tsv")], "is not a sweep results.tsv"),
+                      ([str(tmp_path / "none.tsv")], "does not exist")):
+        assert sweep_cli.main(["merge", *argv, "--out", str(tmp_path / "new.tsv")]) == 2
+        assert msg in capsys.readouterr().err
+        assert not (tmp_path / "new.tsv").exists()
+
+
 def test_sweep_bad_input(tmp_path, pretrained, capsys):
     base = ["run", "--workdir", str(tmp_path / "w"), "--data-root", str(tmp_path), "--pretrained", str(pretrained),
             "--langs", "xx"]

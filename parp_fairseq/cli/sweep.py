@@ -5,6 +5,7 @@
         --transfer nl:es es:nl -- optimization.max_update=400
     parp-fairseq-sweep collect --workdir exp/sweep [--results-md RESULTS.md] [--lm LM.bin --lexicon LEX]
     parp-fairseq-sweep curves lr1e-3=exp/lr1e-3 lr2e-3=exp/lr2e-3 --out exp/lr_curves.png
+    parp-fairseq-sweep merge exp/a/results.tsv exp/b/results.tsv --out docs/results/study.tsv
 
 ``run`` trains every point with ``fairseq-hydra-train`` (``configs/finetune/<config-name>``), one run
 folder per point named by its settings (``<lang>/<method>_s<sparsity>_seed<seed>``; the dense model of
@@ -30,7 +31,10 @@ KenLM lexicon beam search: ``decoder=kenlm`` rows, a WER table of both decoders 
 ``<lang>_wer_kenlm_vs_sparsity.png``. ``curves`` puts the dense curves of several work folders in one
 plot (a learning-rate sweep). ``cost`` pools the ``results.tsv`` of several sweeps (slices of a study run in
 different sessions): each pruned point minus the dense model of its own file and seed, mean +- std per
-method and sparsity, as a plot, TSV and markdown table.
+method and sparsity, as a plot, TSV and markdown table. ``merge`` puts the rows of several ``results.tsv``
+(parallel work folders, sessions) in one table: a point met twice must repeat its numbers (a shared
+dense reference, a rerun), else nothing is written unless ``--on-conflict first|last`` says which to
+keep. ``collect`` may run while ``run`` trains the same folder: it tables the points finished so far.
 
 Methods: dense omp mpi random parp imp s3router s3router_p (see configs/finetune/pruning/).
 """
@@ -641,23 +645,11 @@ def paired_costs(tables: Dict[str, List[Dict[str, str]]], lang: Optional[str] = 
 def cost(args, log=print) -> int:
     """``cost``: pruned-minus-dense error per seed, pooled over results.tsv files of several sweeps or
     sessions; a plot of cost vs sparsity per method (mean +- std over the seeds' pairs) and its table."""
-    import csv
-
     from ..fsutil import atomic_write
     from ..reporting import pyplot
 
-    tables = {}
-    for item in args.results:
-        path = Path(item)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; give results.tsv files of `parp-fairseq-sweep collect`")
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        need = {"lang", "method", "target_sparsity", "seed", "split", "decoder", args.metric}
-        if not rows or need - set(rows[0]):
-            raise ValueError(f"{path} is not a sweep results.tsv (needs columns {', '.join(sorted(need))}; "
-                             f"missing {', '.join(sorted(need - set(rows[0] if rows else ())))})")
-        tables[str(path)] = rows
+    need = {"lang", "method", "target_sparsity", "seed", "split", "decoder", args.metric}
+    tables = {item: read_results(Path(item), need)[1] for item in args.results}
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out}: give a .png file name (the tables go beside it as {out.stem}.tsv / .md)")
@@ -699,6 +691,105 @@ def cost(args, log=print) -> int:
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
     log(f"[sweep] wrote {out}, {out.with_suffix('.tsv')}, {out.with_suffix('.md')} ({len(pairs)} pairs"
         + (f"; {unpaired} pruned rows without a dense row of their file / seed left out" if unpaired else "") + ")")
+    return 0
+
+
+def read_results(path: Path, need) -> "tuple[List[str], List[Dict[str, str]]]":
+    """``(columns, rows)`` of a results.tsv of `collect`; a missing file or one without the ``need``
+    columns is one clear error."""
+    import csv
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; give results.tsv files of `parp-fairseq-sweep collect`")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        rows = list(reader)
+        cols = list(reader.fieldnames or [])
+    if not rows or set(need) - set(cols):
+        raise ValueError(f"{path} is not a sweep results.tsv (needs columns {', '.join(sorted(need))}; "
+                         f"missing {', '.join(sorted(set(need) - set(cols))) or 'nothing, but it has no rows'})")
+    return cols, rows
+
+
+# a results.tsv row is one point x split x decoder; these name it, the MEASURED columns are what a rerun repeats
+RESULT_KEY = ("lang", "method", "mask_from", "target_sparsity", "seed", "split", "decoder")
+MEASURED = ("actual_sparsity", "WER", "unit_error", "transformer_params")
+
+
+def merge_results(tables: List["tuple[str, List[Dict[str, str]]]"], on_conflict: str = "error",
+                  lang: Optional[str] = None) -> "tuple[List[Dict[str, str]], Dict[str, int], List[str]]":
+    """Rows of several results.tsv (``[(name, rows)]``, earlier first) as one table, one row per key.
+
+    A key met again with the same measured values is a repeat (a rerun or a reference shared by two work
+    folders: kept once); with other values it is a conflict: ``on_conflict`` ``"first"`` keeps the earlier
+    row, ``"last"`` the later, ``"error"`` keeps the earlier and lists it in the returned ``conflicts``.
+    Returns ``(rows sorted: language, dense first, method, sparsity, seed, split, decoder; counts of
+    added / repeated / conflicting rows; conflict descriptions)``."""
+    if on_conflict not in ("error", "first", "last"):
+        raise ValueError(f"on_conflict {on_conflict!r}: choose error, first or last")
+    have: Dict[tuple, Dict[str, str]] = {}
+    counts = {"added": 0, "repeated": 0, "conflicting": 0}
+    conflicts: List[str] = []
+    for name, rows in tables:
+        for r in rows:
+            if lang is not None and r["lang"] != lang:
+                continue
+            k = tuple(r.get(c, "-") for c in RESULT_KEY)
+            old = have.get(k)
+            if old is None:
+                have[k] = r
+                counts["added"] += 1
+                continue
+            diff = [c for c in MEASURED if old.get(c) != r.get(c)]
+            if not diff:
+                counts["repeated"] += 1
+                continue
+            counts["conflicting"] += 1
+            conflicts.append(f"{' '.join(k)} in {name}: " + ", ".join(f"{c} {old.get(c)} -> {r.get(c)}" for c in diff))
+            if on_conflict == "last":
+                have[k] = r
+    split_order = {s: i for i, s in enumerate(SPLITS)}
+
+    def order(r):
+        return (r["lang"], r["method"] != "dense", r["method"], r.get("mask_from", "-"), float(r["target_sparsity"]),
+                int(r["seed"]), split_order.get(r["split"], len(SPLITS)), r["split"], r["decoder"] != "viterbi",
+                r["decoder"])
+
+    return sorted(have.values(), key=order), counts, conflicts
+
+
+def merge(args, log=print) -> int:
+    """``merge``: the rows of several results.tsv (work folders of parallel streams, sessions) in one
+    table, added to ``--out`` where it exists; a point decoded again must repeat its numbers."""
+    import csv
+    import io
+
+    out = Path(args.out)
+    sources = ([out] if out.exists() else []) + [Path(x) for x in args.results]
+    tables, columns = [], None
+    for path in sources:
+        cols, rows = read_results(path, RESULT_KEY + MEASURED)
+        if columns is None:
+            columns = cols
+        elif cols != columns:
+            raise ValueError(f"{path} has other columns than {sources[0]} ({', '.join(cols)} vs "
+                             f"{', '.join(columns)}); merge tables of one parp-fairseq version")
+        tables.append((str(path), rows))
+    rows, counts, conflicts = merge_results(tables, args.on_conflict, args.lang)
+    if conflicts and args.on_conflict == "error":
+        more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+        raise ValueError(f"{len(conflicts)} row(s) measured differently in two tables, nothing written: "
+                         + "; ".join(conflicts[:3]) + more + ". A retrained point that should repeat did not "
+                         "(thread count, software); keep one with --on-conflict first|last")
+    for c in conflicts:
+        log(f"[sweep] conflict ({args.on_conflict} kept): {c}")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, delimiter="\t", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out, buf.getvalue())
+    log(f"[sweep] wrote {out}: {len(rows)} rows ({counts['added']} distinct of {len(sources)} table(s), "
+        f"{counts['repeated']} repeated with the same numbers, {counts['conflicting']} conflicting)")
     return 0
 
 
@@ -936,12 +1027,19 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--split", default="test")
     k.add_argument("--decoder", default="viterbi", help="viterbi or kenlm")
     k.add_argument("--metric", default="unit_error", choices=("unit_error", "WER"))
+    m = sub.add_parser("merge", help="rows of several results.tsv in one table (a rerun must repeat its numbers)")
+    m.add_argument("results", nargs="+", help="results.tsv files of `collect` (added in this order)")
+    m.add_argument("--out", required=True, help="the merged results.tsv; where it exists, its rows come first")
+    m.add_argument("--lang", default=None, help="only this language's rows (of the inputs and of --out)")
+    m.add_argument("--on-conflict", choices=("error", "first", "last"), default="error",
+                   help="a point (language, method, mask source, sparsity, seed, split, decoder) met again with "
+                        "other numbers: refuse (default, nothing written), keep the first or the last")
     return ap
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    cmd = {"run": run, "collect": collect, "curves": curves, "cost": cost}[args.cmd]
+    cmd = {"run": run, "collect": collect, "curves": curves, "cost": cost, "merge": merge}[args.cmd]
     return run_cli("parp-fairseq-sweep", lambda: cmd(args), extra=(RuntimeError,))
 
 
