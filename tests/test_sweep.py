@@ -3,6 +3,7 @@
 import csv
 import os
 import re
+import threading
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from parp_fairseq.cli import sweep as sweep_cli
 from parp_fairseq.decoding import lm as lm_cli
 from parp_fairseq.procutil import lock_holder, workdir_lock
+from parp_fairseq.pruning.maskfile import load_mask_file
 
 
 def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, capsys):
@@ -32,6 +34,22 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     assert sweep_cli.main(args) == 0  # resume: every point is skipped
     assert capsys.readouterr().out.count("done before") == 6
     assert (work / "aa/parp_s0.5_seed1/checkpoint_last.pt").stat().st_mtime_ns == stamp
+
+    # a second stream of the same study: its points start from the first folder's dense models (linked,
+    # not retrained), and its OMP mask is the first folder's; another recipe is refused, nothing trained
+    work2, work3 = tmp_path / "sweep2", tmp_path / "sweep3"
+    stream = [*args[3:9], "--methods", "omp", *args[12:18], *args[20:]]  # no --transfer, OMP only
+    capsys.readouterr()
+    assert sweep_cli.main(["run", "--workdir", str(work2), "--dense-from", str(work), *stream]) == 0
+    assert "aa/dense_seed1: the finished dense reference of" in capsys.readouterr().out
+    assert (work2 / "aa/dense_seed1").is_symlink() and (work2 / "aa/omp_s0.5_seed1/DONE").exists()
+    assert (work2 / "aa/dense_seed1").resolve() == (work / "aa/dense_seed1").resolve()
+    masks = [load_mask_file(w / "aa/omp_mask_s0.5_seed1.pt").masks for w in (work, work2)]
+    assert masks[0].keys() == masks[1].keys() and all(torch.equal(masks[0][k], masks[1][k]) for k in masks[0])
+    assert sweep_cli.main(["run", "--workdir", str(work3), "--dense-from", str(work), *stream,
+                           "optimization.lr=[0.01]"]) == 2
+    err = capsys.readouterr().err
+    assert "another recipe" in err and "optimization.lr=[0.01]" in err and not (work3 / "aa").exists()
 
     results_md = tmp_path / "RESULTS.md"
     lm = tmp_path / "lm_aa"
@@ -221,10 +239,51 @@ def test_sweep_bad_input(tmp_path, pretrained, capsys):
     os.makedirs(tmp_path / "xx")
     (tmp_path / "xx" / "dict.ltr.txt").write_text("A 1\n")
     for bad, msg in ((["--jobs", "0"], "at least 1"), (["--jobs", "2", "--world-size", "2", "--seeds", "1", "2"],
-                                                      "use one of the two"), (["--threads", "0"], "at least 1 torch")):
+                                                      "use one of the two"), (["--threads", "0"], "at least 1 torch"),
+                     (["--dense-from", str(tmp_path / "nope")], "is not a folder")):
         assert sweep_cli.main(base + ["--labels", "ltr", *bad]) == 2
         assert msg in capsys.readouterr().err and not (tmp_path / "w").exists()  # nothing written
+    same = ["run", "--workdir", str(tmp_path / "xx"), "--dense-from", str(tmp_path / "xx")] + base[3:]
+    assert sweep_cli.main(same + ["--labels", "ltr"]) == 2
+    assert "is --workdir itself" in capsys.readouterr().err
     assert sweep_cli.main(["collect", "--workdir", str(tmp_path / "none")]) == 2
+
+
+def _hydra_record(run_dir, config_name, overrides):
+    """What fairseq-hydra-train leaves in RUN/hydra/.hydra (the two files run_recipe reads)."""
+    h = run_dir / "hydra" / ".hydra"
+    h.mkdir(parents=True)
+    (h / "hydra.yaml").write_text(f"hydra:\n  job:\n    name: hydra_train\n    config_name: {config_name}\n")
+    (h / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+
+
+def test_dense_from_waits_for_the_other_stream_and_refuses_what_nobody_finishes(tmp_path):
+    src_work, work = tmp_path / "a", tmp_path / "b"
+    src = src_work / "en" / "dense_seed3"
+    place = ["common.cpu=true", f"checkpoint.save_dir={src}", "distributed_training.distributed_world_size=1"]
+    recipe = ["task.data=/d/en", "common.seed=3"]
+    _hydra_record(src, "study", place + recipe)
+    want = ("study", sweep_cli.recipe_overrides(recipe + ["common.cpu=false", "checkpoint.save_dir=/elsewhere"]))
+    dst = work / "en" / "dense_seed3"
+    lines = []
+    with pytest.raises(RuntimeError, match="not a finished dense run .* nothing is training"):
+        sweep_cli.link_dense_reference(src_work, dst, want, lines.append, poll=0.01)
+    assert not os.path.lexists(dst)
+    # the other stream's sweep holds its folder and finishes the point a moment later: this one waits
+    with workdir_lock(src_work, "parp-fairseq-sweep run"):
+        timer = threading.Timer(0.3, (src / "DONE").touch)
+        timer.start()
+        sweep_cli.link_dense_reference(src_work, dst, want, lines.append, poll=0.02)
+        timer.join()
+    assert dst.is_symlink() and dst.resolve() == src.resolve()
+    assert sum("waiting for" in ln for ln in lines) == 1 and "(linked, not retrained)" in lines[-1]
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["dense_seed3"]  # no temporary link left
+    # another recipe (config name or an override that changes what it learns) is refused
+    for other in (("mini", want[1]), ("study", sweep_cli.recipe_overrides(recipe + ["optimization.lr=[1e-3]"]))):
+        with pytest.raises(ValueError, match="another recipe"):
+            sweep_cli.link_dense_reference(src_work, tmp_path / "c" / "en" / "dense_seed3", other, lines.append)
+    with pytest.raises(ValueError, match="no readable hydra record"):
+        sweep_cli.run_recipe(tmp_path)
 
 
 def test_point_names_round_trip(tmp_path):

@@ -16,8 +16,10 @@ where a point needs it); ``--transfer A:B`` finetunes language B with PARP start
 language A (the cross-lingual mask transfer of the PARP paper; ``B:B`` is run too, as the
 same-language reference). With CUDA the world size is every visible GPU (``WORLD_SIZE`` or
 ``--world-size`` override it) through fairseq's own distributed training; without, one CPU process.
-``--jobs N`` trains N seeds at once (each on one GPU, round-robin, or as CPU processes). On CPU every run
-uses ``--threads`` torch threads (default 1, whatever ``--jobs``): the thread count changes the float sums.
+``--dense-from A`` takes the dense references from work folder A instead (linked once finished there,
+waited for while A's sweep trains them, refused when trained with another recipe): a second stream of one
+study on another core. ``--jobs N`` trains N seeds at once (each on one GPU, round-robin, or as CPU
+processes). On CPU every run uses ``--threads`` torch threads (default 1, whatever ``--jobs``): the thread count changes the float sums.
 
 ``collect`` decodes every finished point (Viterbi; test split, and where the language has them the
 ``test_spk`` split of a real task's held-out speakers and the ``real`` recorded split), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
@@ -235,12 +237,80 @@ def run(args, log=print) -> int:
         args.pretrained = str(pretrained.default_model_path())  # the shipped model, sha256 checked
     if not Path(args.pretrained).is_file():
         raise FileNotFoundError(f"pretrained checkpoint {args.pretrained} does not exist")
+    if args.dense_from is not None:
+        src = Path(args.dense_from).resolve()
+        if not src.is_dir():
+            raise FileNotFoundError(f"--dense-from {args.dense_from} is not a folder: give the work folder of the "
+                                    "parp-fairseq-sweep run that trains (or trained) the dense references")
+        if src == work:
+            raise ValueError(f"--dense-from {args.dense_from} is --workdir itself; give another work folder")
     jobs = min(args.jobs, len(args.seeds))  # one seed: the plain run (every GPU)
     # a bad --jobs / --world-size / --threads is refused before anything is written
     settings = job_settings(jobs, args.world_size, threads=args.threads)
     work.mkdir(parents=True, exist_ok=True)
     with workdir_lock(work, "parp-fairseq-sweep run"):
         return _run_points(args, work, data_root, transfers, langs, log, settings)
+
+
+# overrides that say where and on what hardware a run trains, not what it learns: a dense reference
+# trained on GPU in another folder serves a CPU sweep as well
+PLACE_OVERRIDES = ("common.user_dir=", "checkpoint.save_dir=", "hydra.run.dir=", "common.cpu=",
+                   "distributed_training.")
+
+
+def recipe_overrides(overrides: Sequence[str]) -> List[str]:
+    """The overrides of a run that decide what it learns (sorted; :data:`PLACE_OVERRIDES` left out)."""
+    return sorted(o for o in overrides if not o.startswith(PLACE_OVERRIDES))
+
+
+def run_recipe(run_dir: Path) -> Tuple[str, List[str]]:
+    """``(config name, recipe overrides)`` of a finished run folder, as hydra recorded them
+    (``RUN/hydra/.hydra/{hydra,overrides}.yaml``)."""
+    from omegaconf import OmegaConf
+
+    h = run_dir / "hydra" / ".hydra"
+    try:
+        name = str(OmegaConf.load(h / "hydra.yaml").hydra.job.config_name)
+        overrides = [str(o) for o in OmegaConf.load(h / "overrides.yaml")]
+    except (OSError, AttributeError, ValueError) as e:
+        raise ValueError(f"{run_dir} has no readable hydra record of its run ({h}: {e}); it is not a run "
+                         "folder of parp-fairseq-sweep run") from None
+    return name, recipe_overrides(overrides)
+
+
+def link_dense_reference(src_work: Path, dst: Path, want: Tuple[str, List[str]], log: Callable[[str], None],
+                         poll: float = 30.0) -> None:
+    """Link ``dst`` (``WORK/LANG/dense_seedN``) to the same point of the work folder ``src_work``.
+
+    Waits while that point is unfinished and a ``parp-fairseq-sweep run`` holds ``src_work`` (it may be
+    training it or about to); refuses a point nobody will finish, and one trained with another recipe
+    than ``want`` (``(config name, recipe_overrides(...))`` of the run this sweep would train), so a
+    linked reference is the model this sweep would have trained itself."""
+    src = src_work / dst.parent.name / dst.name
+    where = f"{dst.parent.name}/{dst.name}"
+    waited = False
+    while not (src / "DONE").exists():
+        holder = lock_holder(src_work)
+        if holder is None and not (src / "DONE").exists():
+            raise RuntimeError(f"--dense-from: {src} is not a finished dense run (no DONE) and nothing is training "
+                               f"{src_work}: finish it there (rerun its parp-fairseq-sweep run) or leave out "
+                               "--dense-from to train it here")
+        if not waited:
+            log(f"[sweep] {where}: waiting for {src} ({holder} trains {src_work})")
+            waited = True
+        time.sleep(poll)
+    got = run_recipe(src)
+    if got != want:
+        diff = sorted(set(got[1]) ^ set(want[1]))
+        raise ValueError(f"--dense-from: {src} was trained with another recipe (config {got[0]!r}, this sweep "
+                         f"{want[0]!r}; overrides that differ: {' '.join(diff) or 'none'}); its pruned points "
+                         "would not start from the model this sweep trains. Use the same --config-name, data, "
+                         "pretrained model and overrides, or leave out --dense-from")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".parp_fairseq.link.{os.getpid()}"  # (not a point name: collect never sees it)
+    os.symlink(src, tmp, target_is_directory=True)
+    os.replace(tmp, dst)
+    log(f"[sweep] {where}: the finished dense reference of {src_work} (linked, not retrained)")
 
 
 def _ctc_model_override(pretrained: str, overrides: Sequence[str]) -> List[str]:
@@ -263,6 +333,7 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log,
     from . import mask as mask_cli
 
     dist, envs = settings  # job_settings(): the distributed overrides and one environment per job slot
+    dense_from = Path(args.dense_from).resolve() if args.dense_from else None
     parallel = len(envs) > 1
     group = ChildGroup() if parallel else None
     slot = threading.local()  # the job slot's environment (CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS)
@@ -317,8 +388,16 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log,
         (d / "DONE").touch()
         return _final_checkpoint(d)
 
+    def dense_point(lang: str, seed: int) -> Path:
+        """The final checkpoint of the language's dense reference: trained here, or with --dense-from the
+        finished one of another work folder, linked in (waiting while that folder's sweep trains it)."""
+        d = point_dir(work, lang, "dense", None, seed)
+        if dense_from is not None and not os.path.lexists(d):
+            link_dense_reference(dense_from, d, (args.config_name, recipe_overrides(common(lang, seed))), log)
+        return train(d, lang, seed)
+
     def omp_mask(lang: str, seed: int, s: float, ranking: str = "") -> Path:
-        dense = train(point_dir(work, lang, "dense", None, seed), lang, seed)
+        dense = dense_point(lang, seed)
         suffix = (f"-{ranking.replace(':', 'of')}" if ranking else "") + (f"-{gran}" if gran else "")
         path = work / lang / f"omp_mask{suffix}_s{s:g}_seed{seed}.pt"
         extra = (["--ranking", ranking] if ranking else []) + (["--granularity", gran] if gran else [])
@@ -331,14 +410,14 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log,
         """Every point of one seed, in order (dense before the points that start from it)."""
         for lang in args.langs:
             if args.dense_reference or "dense" in args.methods:  # every language's reference
-                train(point_dir(work, lang, "dense", None, seed), lang, seed)
+                dense_point(lang, seed)
             for method in (m for m in args.methods if m != "dense"):
                 for s in args.sparsities:
                     d = point_dir(work, lang, method, s, seed, ranking=args.ranking or "", granularity=gran,
                                   score_init=init_suffix[method])
                     scores = [f"model.pruning.score_init={inits[method]}"] if inits[method] else []
                     if method in NEEDS_DENSE:  # (trained here when --no-dense-reference skipped it above)
-                        dense = train(point_dir(work, lang, "dense", None, seed), lang, seed)
+                        dense = dense_point(lang, seed)
                     if method == "omp":
                         train(d, lang, seed, "pruning=omp", *rank,
                               f"model.pruning.mask_path={omp_mask(lang, seed, s, args.ranking or '')}")
@@ -979,6 +1058,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a language's dense model only where a point starts from it (OMP, IMP, "
                         "S3-Router-P, --transfer) or `dense` is in --methods; by default every language gets "
                         "its dense reference (the line in the plots), e.g. skip it for S3-Router masks alone")
+    r.add_argument("--dense-from", default=None, metavar="WORKDIR",
+                   help="take each language and seed's dense reference from another work folder (a second "
+                        "stream of one study: its points start from the same dense models instead of training "
+                        "their own): a finished one is linked in; while that folder's sweep still runs, this one "
+                        "waits for it. Refused when it was trained with another recipe (config, data, pretrained "
+                        "model, overrides); points whose dense folder already exists here keep it")
     r.add_argument("--imp-rate", type=float, default=0.3, help="IMP: fraction removed per round (see --imp-schedule)")
     r.add_argument("--imp-schedule", choices=("remaining", "original"), default="remaining",
                    help="IMP: rate of the REMAINING weights per round, or of the ORIGINAL ones (official code). "
