@@ -71,22 +71,50 @@ def torch_threads(threads: Optional[int], environ: Optional[Dict[str, str]] = No
     return None if count is None else str(count)
 
 
-def record_threads(d: Path, env: Optional[Dict[str, str]], log: Callable[[str], None], tool: str = "sweep") -> None:
-    """Write a CPU run's torch thread count (``OMP_NUM_THREADS`` of ``env``) to ``d/threads`` when it
-    starts; when ``d`` was started with another count, ``log`` a warning: the resumed run is neither
-    count's straight run (a seed's numbers depend on the thread count). ``tool`` names the command in
-    the warning (``sweep``, ``imp``)."""
+def cpu_kind() -> str:
+    """What besides its thread count decides a CPU run's float sums: the CPU model and torch's build with
+    the kernels it picks on this CPU, e.g. ``Intel(R) Xeon(R) Processor (family 6 model 167), torch
+    2.13.0+cpu AVX512``."""
+    import torch
+
+    info: Dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if not sep:  # the end of the first processor's block
+                    if info:
+                        break
+                    continue
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = info.get("model name") or info.get("Hardware") or "unknown CPU"
+    return (f"{name} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), "
+            f"torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()}")
+
+
+def record_cpu_run(d: Path, env: Optional[Dict[str, str]], log: Callable[[str], None], tool: str = "sweep",
+                   kind: Optional[str] = None) -> None:
+    """Write what a CPU run's numbers depend on when it starts: its torch thread count (``OMP_NUM_THREADS``
+    of ``env``) to ``d/threads`` and the CPU and torch build (:func:`cpu_kind`, or ``kind``) to ``d/cpu``.
+    When ``d`` was started with another count or on another kind, ``log`` a warning: the resumed run is
+    neither setting's straight run. ``tool`` names the command in the warning (``sweep``, ``imp``)."""
     count = (env or {}).get("OMP_NUM_THREADS")
     if count is None:  # a GPU run or a user environment left alone
         return
-    f = Path(d) / "threads"
-    if f.exists():
+    records = (("threads", count, "with {} torch thread(s)", "pass --threads {}"),
+               ("cpu", kind or cpu_kind(), "on {}", "finish it on a machine of the kind it started on"))
+    for file, now, how, advice in records:
+        f = Path(d) / file
+        if not f.exists():
+            atomic_write_text(f, now + "\n")
+            continue
         before = f.read_text().strip()
-        if before != count:
-            log(f"[{tool}] warning: {Path(d).name} was started with {before} torch thread(s) and goes on with {count}: "
-                f"its numbers will not repeat a straight run (rerun it in a new folder, or pass --threads {before})")
-        return
-    atomic_write_text(f, count + "\n")
+        if before != now:
+            log(f"[{tool}] warning: {Path(d).name} was started {how.format(before)} and goes on {how.format(now)}: "
+                f"its numbers will not repeat a straight run (rerun it in a new folder, or "
+                f"{advice.format(before)})")
 
 
 def run_child(cmd: List[str], log_file=None, on_line: Optional[Callable[[str], None]] = None,

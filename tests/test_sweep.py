@@ -10,7 +10,7 @@ import torch
 
 from parp_fairseq.cli import sweep as sweep_cli
 from parp_fairseq.decoding import lm as lm_cli
-from parp_fairseq.procutil import lock_holder, workdir_lock
+from parp_fairseq.procutil import cpu_kind, lock_holder, workdir_lock
 from parp_fairseq.pruning.maskfile import load_mask_file
 
 
@@ -368,6 +368,7 @@ def test_sweep_imp_points_share_their_rounds_and_equal_a_run_of_their_own(corpus
                          "--sparsity", "0.3", "--rate", "0.1", "--schedule", "original", "--start-checkpoint",
                          rec["start_checkpoint"], "--threads", "1", "--", *rec["overrides"]]) == 0
     assert (tmp_path / "alone" / "threads").read_text() == (s3 / "threads").read_text() == "1\n"
+    assert (tmp_path / "alone" / "cpu").read_text() == (s3 / "cpu").read_text() == cpu_kind() + "\n"
     shared = torch_load(s3 / "final_checkpoint.pt")["model"]
     alone = torch_load(tmp_path / "alone" / "final_checkpoint.pt")["model"]
     assert shared.keys() == alone.keys()
@@ -432,16 +433,22 @@ def test_job_settings_give_each_job_one_gpu_or_its_share_of_the_cores():
         sweep_cli.job_settings(2, requested=2, n_gpus=2, environ={})
 
 
-def test_record_threads_writes_the_count_once_and_warns_on_a_resume_with_another(tmp_path):
+def test_record_cpu_run_writes_the_count_and_cpu_once_and_warns_on_a_resume_with_another(tmp_path):
     lines = []
-    sweep_cli.record_threads(tmp_path, {"CUDA_VISIBLE_DEVICES": "0"}, lines.append)  # GPU / user env: nothing
-    assert not (tmp_path / "threads").exists()
-    sweep_cli.record_threads(tmp_path, {"OMP_NUM_THREADS": "1"}, lines.append)
-    sweep_cli.record_threads(tmp_path, {"OMP_NUM_THREADS": "1"}, lines.append)  # a resume with the same count
+    sweep_cli.record_cpu_run(tmp_path, {"CUDA_VISIBLE_DEVICES": "0"}, lines.append)  # GPU / user env: nothing
+    assert not (tmp_path / "threads").exists() and not (tmp_path / "cpu").exists()
+    sweep_cli.record_cpu_run(tmp_path, {"OMP_NUM_THREADS": "1"}, lines.append)
+    sweep_cli.record_cpu_run(tmp_path, {"OMP_NUM_THREADS": "1"}, lines.append)  # a resume on the same setting
     assert (tmp_path / "threads").read_text() == "1\n" and lines == []
-    sweep_cli.record_threads(tmp_path, {"OMP_NUM_THREADS": "2"}, lines.append)
+    here = (tmp_path / "cpu").read_text().strip()
+    assert here == cpu_kind() and f"torch {torch.__version__} " in here and " (family " in here
+    sweep_cli.record_cpu_run(tmp_path, {"OMP_NUM_THREADS": "2"}, lines.append)
     assert (tmp_path / "threads").read_text() == "1\n"  # the count it started with
     assert len(lines) == 1 and "started with 1 torch thread(s) and goes on with 2" in lines[0] and "--threads 1" in lines[0]
+    # resumed on another CPU kind (or torch build): the same warning, naming both
+    sweep_cli.record_cpu_run(tmp_path, {"OMP_NUM_THREADS": "1"}, lines.append, kind="Other CPU, torch 0.0 AVX2")
+    assert len(lines) == 2 and f"started on {here} and goes on on Other CPU, torch 0.0 AVX2" in lines[1]
+    assert (tmp_path / "cpu").read_text().strip() == here
 
 
 def test_sweep_jobs_train_seeds_at_once_and_repeat_the_one_at_a_time_runs(corpus, pretrained, tmp_path, monkeypatch,

@@ -19,7 +19,8 @@ linked in instead of retrained.
 Outputs in ``--workdir``: ``round{r}/`` (fairseq save dirs), ``mask_round{r}.pt``,
 ``final_mask.pt``, ``final_checkpoint.pt`` (the last round's checkpoint), ``imp_rounds.tsv`` and
 ``imp.json`` (the settings every round was made with; a rerun with other settings is refused) and
-``threads`` (the torch thread count of the rounds, ``--threads``: a seed's numbers depend on it).
+``threads`` and ``cpu`` (the torch thread count of the rounds, ``--threads``, and the CPU and torch
+build they ran on: a seed's numbers depend on both).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Dict, List, Optional, Tuple
 from .._compat import hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_copy, atomic_link, atomic_write_text
-from ..procutil import record_threads, run_child, torch_threads, workdir_lock
+from ..procutil import record_cpu_run, run_child, torch_threads, workdir_lock
 from ..pruning.schedule import IMP_SCHEDULES, imp_schedule
 
 logger = logging.getLogger("parp_fairseq.imp")
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (OMP_NUM_THREADS) of every round's training run. Default: the environment's "
                          "OMP_NUM_THREADS, else torch's own (every core). A seed's numbers depend on the thread count: "
-                         "the count is recorded in --workdir (file `threads`) and a resume with another is warned about")
+                         "the count is recorded in --workdir (file `threads`, the CPU kind in `cpu`) and a resume with "
+                         "another is warned about")
     ap.add_argument("overrides", nargs="*", help="hydra overrides for every round (after --)")
     return ap
 
@@ -195,7 +197,7 @@ def run(args: argparse.Namespace) -> str:
         else:
             logger.info("rounds train with torch's default thread count (every core): pass --threads (or set "
                         "OMP_NUM_THREADS) for numbers that repeat on a machine with another core count")
-        record_threads(args.workdir, env, logger.warning, tool="imp")
+        record_cpu_run(args.workdir, env, logger.warning, tool="imp")
         _reuse(args, sched, shared)
         return _rounds(args, sched, env)
 

@@ -53,7 +53,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .._compat import console_script, hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_write_text
-from ..procutil import lock_holder, record_threads, torch_threads, workdir_lock
+from ..procutil import lock_holder, record_cpu_run, torch_threads, workdir_lock
 from ..reporting import mean_std
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
@@ -197,7 +197,7 @@ def _run(cmd: List[str], d: Path, log, env: Optional[Dict[str, str]] = None, gro
 
     log("  $ " + " ".join(shlex.quote(c) for c in cmd))
     d.mkdir(parents=True, exist_ok=True)
-    record_threads(d, env, log)
+    record_cpu_run(d, env, log)
     pre = f"    [{d.name}] " if group is not None else "    "
 
     def progress(line: str) -> None:
@@ -1084,7 +1084,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "OMP_NUM_THREADS of the environment, else 1. On CPU a seed's numbers depend on the "
                         "thread count (the float sums are split differently), so keep one count for runs that "
                         "are to be compared or repeated (the study: 1); each run folder records its count "
-                        "(file `threads`) and a resume with another count is warned about")
+                        "(file `threads`; the CPU and torch build in `cpu`) and a resume with another count or CPU "
+                        "kind is warned about")
     r.add_argument("--no-record", dest="record", action="store_false", help=argparse.SUPPRESS)
     r.add_argument("overrides", nargs="*", help="hydra overrides for every run (after --)")
     c = sub.add_parser("collect", help="decode every finished point; tables and plots")
