@@ -19,7 +19,8 @@ same-language reference). With CUDA the world size is every visible GPU (``WORLD
 ``--dense-from A`` takes the dense references from work folder A instead (linked once finished there,
 waited for while A's sweep trains them, refused when trained with another recipe): a second stream of one
 study on another core. ``--jobs N`` trains N seeds at once (each on one GPU, round-robin, or as CPU
-processes). On CPU every run uses ``--threads`` torch threads (default 1, whatever ``--jobs``): the thread count changes the float sums.
+processes). On CPU every run uses ``--threads`` torch threads (default 1, whatever ``--jobs``): the thread
+count changes the float sums, and so does the CPU kind (both recorded per run: ``threads``, ``cpu``).
 
 ``collect`` decodes every finished point (Viterbi; test split, and where the language has them the
 ``test_spk`` split of a real task's held-out speakers and the ``real`` recorded split), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
