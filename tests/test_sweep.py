@@ -172,6 +172,37 @@ def test_cost_pairs_each_point_with_the_dense_of_its_own_file_and_seed(tmp_path,
     assert not (tmp_path / "d.png").exists()
 
 
+
+def test_cost_versus_another_method_pairs_by_file_seed_and_sparsity(tmp_path, capsys):
+    """--versus omp: PARP - OMP of the same file, seed and sparsity (never OMP of another sparsity or file)."""
+    row = dict(lang="en", split="test", decoder="viterbi", WER=90.0)
+    a = _results_tsv(tmp_path / "a.tsv", [
+        {**row, "method": "dense", "target_sparsity": 0, "seed": 1, "unit_error": 30.0},
+        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 1, "unit_error": 40.0},
+        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 2, "unit_error": 42.0},
+        {**row, "method": "omp", "target_sparsity": 0.9, "seed": 1, "unit_error": 50.0},
+        {**row, "method": "parp", "target_sparsity": 0.5, "seed": 1, "unit_error": 39.0},
+        {**row, "method": "parp", "target_sparsity": 0.5, "seed": 2, "unit_error": 45.0},
+        {**row, "method": "parp", "target_sparsity": 0.7, "seed": 1, "unit_error": 1.0}])  # no OMP at 0.7
+    b = _results_tsv(tmp_path / "b.tsv", [
+        {**row, "method": "omp", "target_sparsity": 0.9, "seed": 1, "unit_error": 60.0},
+        {**row, "method": "parp", "target_sparsity": 0.9, "seed": 1, "unit_error": 58.0}])
+    out = tmp_path / "v.png"
+    assert sweep_cli.main(["cost", str(a), str(b), "--versus", "omp", "--out", str(out)]) == 0
+    assert "1 pruned rows without a omp row" in capsys.readouterr().out  # parp 0.7; dense is not a point
+    got = {(r["method"], r["sparsity"]): r for r in csv.DictReader(open(tmp_path / "v.tsv"), delimiter="\t")}
+    assert set(got) == {("parp", "0.5000"), ("parp", "0.9000")}  # OMP itself is the zero line
+    assert got[("parp", "0.5000")]["costs (per seed)"] == "-1.00 / +3.00"
+    assert float(got[("parp", "0.5000")]["cost_mean"]) == pytest.approx(1.0)
+    assert got[("parp", "0.9000")]["costs (per seed)"] == "-2.00"  # 58 - 60 (b's OMP), not 58 - 50
+    assert "| method | sparsity | n | minus omp | per seed |" in (tmp_path / "v.md").read_text()
+    # the default stays pruned - dense; a method no table has is one clear line naming those it has
+    assert sweep_cli.main(["cost", str(a), "--versus", "opm", "--out", str(tmp_path / "w.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no pruned point has a opm row" in err and "methods in the tables: dense, omp, parp" in err
+    assert not (tmp_path / "w.png").exists()
+
+
 _COLLECT_COLS = ["lang", "method", "mask_from", "target_sparsity", "actual_sparsity", "seed", "split", "decoder", "WER",
                  "unit", "unit_error", "transformer_params", "mask_iou_init", "checkpoint"]
 

@@ -34,7 +34,8 @@ KenLM lexicon beam search: ``decoder=kenlm`` rows, a WER table of both decoders 
 ``<lang>_wer_kenlm_vs_sparsity.png``. ``curves`` puts the dense curves of several work folders in one
 plot (a learning-rate sweep). ``cost`` pools the ``results.tsv`` of several sweeps (slices of a study run in
 different sessions): each pruned point minus the dense model of its own file and seed, mean +- std per
-method and sparsity, as a plot, TSV and markdown table. ``merge`` puts the rows of several ``results.tsv``
+method and sparsity, as a plot, TSV and markdown table (``--versus omp``: each method minus OMP's point of
+the same file, seed and sparsity instead, PARP - OMP per seed). ``merge`` puts the rows of several ``results.tsv``
 (parallel work folders, sessions) in one table: a point met twice must repeat its numbers (a shared
 dense reference, a rerun), else nothing is written unless ``--on-conflict first|last`` says which to
 keep. ``collect`` may run while ``run`` trains the same folder: it tables the points finished so far.
@@ -696,34 +697,42 @@ def curves(args, log=print) -> int:
 
 
 def paired_costs(tables: Dict[str, List[Dict[str, str]]], lang: Optional[str] = None, split: str = "test",
-                 decoder: str = "viterbi", metric: str = "unit_error") -> "tuple[List[Dict], int]":
+                 decoder: str = "viterbi", metric: str = "unit_error",
+                 versus: str = "dense") -> "tuple[List[Dict], int]":
     """Each pruned point's cost against the dense model of ITS OWN table, language and seed.
 
     ``tables``: ``{name: rows of a results.tsv}`` (``collect``'s output, one per sweep / session). A slice
     of the study trained in another session has its own dense references (runs trained with the stock,
     unseeded span masks are not repeatable), so points are compared within their table, never across.
-    Returns ``([{"table", "lang", "method", "sparsity", "seed", "value", "dense", "cost"}], left_out)``:
-    the pairs, and how many selected pruned rows had no dense row of the same table / language / seed."""
+    ``versus``: another method instead of the dense model (``"omp"``: PARP - OMP per seed, the PARP
+    paper's comparison); then the reference is that method's point of the same table, language, seed AND
+    sparsity, and the dense rows are not points. Returns
+    ``([{"table", "lang", "method", "sparsity", "seed", "value", "reference", "cost"}], left_out)``: the
+    pairs, and how many selected rows (other than the reference's and, with ``versus``, dense's) had no
+    reference row."""
     out, left_out = [], 0
     for name, rows in tables.items():
         sel = [r for r in rows if r["split"] == split and r["decoder"] == decoder and lang in (None, r["lang"])
                and r.get(metric, "-") not in ("-", "")]
-        dense = {(r["lang"], r["seed"]): float(r[metric]) for r in sel if r["method"] == "dense"}
+
+        def key(r: Dict[str, str]) -> tuple:
+            return (r["lang"], r["seed"]) + (() if versus == "dense" else (float(r["target_sparsity"]),))
+
+        ref = {key(r): float(r[metric]) for r in sel if r["method"] == versus}
         for r in sel:
-            key = (r["lang"], r["seed"])
-            if r["method"] == "dense":
+            if r["method"] in (versus, "dense"):
                 continue
-            if key not in dense:
+            if key(r) not in ref:
                 left_out += 1
                 continue
             v = float(r[metric])
             out.append({"table": name, "lang": r["lang"], "method": r["method"], "sparsity": float(r["target_sparsity"]),
-                        "seed": r["seed"], "value": v, "dense": dense[key], "cost": v - dense[key]})
+                        "seed": r["seed"], "value": v, "reference": ref[key(r)], "cost": v - ref[key(r)]})
     return out, left_out
 
 
 def cost(args, log=print) -> int:
-    """``cost``: pruned-minus-dense error per seed, pooled over results.tsv files of several sweeps or
+    """``cost``: pruned-minus-dense (or minus ``--versus`` METHOD) error per seed, pooled over results.tsv files of several sweeps or
     sessions; a plot of cost vs sparsity per method (mean +- std over the seeds' pairs) and its table."""
     from ..fsutil import atomic_write
     from ..reporting import pyplot
@@ -733,10 +742,15 @@ def cost(args, log=print) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out}: give a .png file name (the tables go beside it as {out.stem}.tsv / .md)")
-    pairs, unpaired = paired_costs(tables, args.lang, args.split, args.decoder, args.metric)
+    versus = args.versus
+    ref = "the dense model" if versus == "dense" else f"{versus} at the same sparsity"
+    pairs, unpaired = paired_costs(tables, args.lang, args.split, args.decoder, args.metric, versus)
     if not pairs:
-        raise ValueError(f"no pruned point has a dense row of the same file, language and seed "
-                         f"(split={args.split}, decoder={args.decoder}, metric={args.metric})")
+        same = "language and seed" if versus == "dense" else "language, seed and sparsity"
+        methods = sorted({r["method"] for rows in tables.values() for r in rows})
+        raise ValueError(f"no pruned point has a {versus} row of the same file, {same} "
+                         f"(split={args.split}, decoder={args.decoder}, metric={args.metric}; "
+                         f"methods in the tables: {', '.join(methods)})")
     groups: Dict[tuple, List[Dict]] = {}
     for p in pairs:
         groups.setdefault((p["method"], p["sparsity"]), []).append(p)
@@ -744,9 +758,10 @@ def cost(args, log=print) -> int:
     what = {"unit_error": "unit error (CER / PER)", "WER": "WER"}.get(args.metric, args.metric)
     head = ["method", "sparsity", "n", "cost_mean", "cost_std", "costs (per seed)"]
     tsv = ["\t".join(head)]
-    md = [f"Test {what} of each pruned model minus the dense model of its own sweep and seed ({args.split}, "
+    md = [f"Test {what} of each pruned model minus {ref} of its own sweep and seed ({args.split}, "
           f"{args.decoder}; mean +- std over pairs):", "",
-          "| method | sparsity | n | cost vs dense | per seed |", "|---|---|---|---|---|"]
+          f"| method | sparsity | n | {'cost vs dense' if versus == 'dense' else 'minus ' + versus} | per seed |",
+          "|---|---|---|---|---|"]
     for (method, sp), ps in sorted(groups.items()):
         m, sd = stats[(method, sp)]
         per = " / ".join(f"{p['cost']:+.2f}" for p in sorted(ps, key=lambda p: (p["table"], int(p["seed"]))))
@@ -754,14 +769,15 @@ def cost(args, log=print) -> int:
         md.append(f"| {method} | {sp:g} | {len(ps)} | {m:+.2f} +- {sd:.2f} | {per} |")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.axhline(0, color="k", ls="--", lw=1, label="dense of the same seed")
+    ax.axhline(0, color="k", ls="--", lw=1, label=f"{versus} of the same seed")
     for method in sorted({k[0] for k in groups}):
         xs = sorted(sp for mth, sp in groups if mth == method)
         ax.errorbar(xs, [stats[(method, x)][0] for x in xs], yerr=[stats[(method, x)][1] for x in xs], marker="o",
                     capsize=3, label=f"{method} (n={'/'.join(str(len(groups[(method, x)])) for x in xs)})")
     ax.set_xlabel("sparsity (fraction removed)")
-    ax.set_ylabel(f"{what}: pruned - dense (points)")
-    ax.set_title(f"{args.lang or 'all languages'}: cost of pruning vs sparsity ({args.decoder})", fontsize=10)
+    ax.set_ylabel(f"{what}: pruned - {versus} (points)")
+    ax.set_title(f"{args.lang or 'all languages'}: " + ("cost of pruning" if versus == "dense" else f"each method - {versus}")
+                 + f" vs sparsity ({args.decoder})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -770,7 +786,7 @@ def cost(args, log=print) -> int:
     atomic_write_text(out.with_suffix(".tsv"), "\n".join(tsv) + "\n")
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
     log(f"[sweep] wrote {out}, {out.with_suffix('.tsv')}, {out.with_suffix('.md')} ({len(pairs)} pairs"
-        + (f"; {unpaired} pruned rows without a dense row of their file / seed left out" if unpaired else "") + ")")
+        + (f"; {unpaired} pruned rows without a {versus} row of their file / seed left out" if unpaired else "") + ")")
     return 0
 
 
@@ -1107,13 +1123,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True, help="PNG to write (and the same name .tsv)")
     v.add_argument("--metric", default="uer", help="a fairseq valid metric: uer, wer, loss")
     v.add_argument("--lang", default=None, help="only this language's dense runs")
-    k = sub.add_parser("cost", help="pruned minus dense error per seed, pooled over several results.tsv")
+    k = sub.add_parser("cost", help="pruned minus dense (or --versus METHOD) error per seed, pooled over "
+                                        "several results.tsv")
     k.add_argument("results", nargs="+", help="results.tsv files of `collect` (each paired within itself)")
     k.add_argument("--out", required=True, help="PNG to write (and the same name .tsv / .md)")
     k.add_argument("--lang", default=None, help="only this language's rows")
     k.add_argument("--split", default="test")
     k.add_argument("--decoder", default="viterbi", help="viterbi or kenlm")
     k.add_argument("--metric", default="unit_error", choices=("unit_error", "WER"))
+    k.add_argument("--versus", default="dense", metavar="METHOD",
+                   help="the reference: dense (default; each point minus the dense model of its file and seed) or "
+                        "a method, e.g. omp: each other method minus that method's point of the same file, seed "
+                        "and sparsity (PARP - OMP per seed, the PARP paper's comparison)")
     m = sub.add_parser("merge", help="rows of several results.tsv in one table (a rerun must repeat its numbers)")
     m.add_argument("results", nargs="+", help="results.tsv files of `collect` (added in this order)")
     m.add_argument("--out", required=True, help="the merged results.tsv; where it exists, its rows come first")
