@@ -769,7 +769,7 @@ def cost(args, log=print) -> int:
         md.append(f"| {method} | {sp:g} | {len(ps)} | {m:+.2f} +- {sd:.2f} | {per} |")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.axhline(0, color="k", ls="--", lw=1, label=f"{versus} of the same seed")
+    ax.axhline(0, color="k", ls="--", lw=1, label=f"{versus} of the same seed" + ("" if versus == "dense" else " and sparsity"))
     for method in sorted({k[0] for k in groups}):
         xs = sorted(sp for mth, sp in groups if mth == method)
         ax.errorbar(xs, [stats[(method, x)][0] for x in xs], yerr=[stats[(method, x)][1] for x in xs], marker="o",
