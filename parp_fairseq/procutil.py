@@ -20,15 +20,34 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _child_setup(parent_pid: int) -> Callable[[], None]:
-    def setup() -> None:  # runs in the child between fork and exec
+    def setup() -> None:  # runs in the child between fork and exec (after setsid)
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         except OSError:
             pass
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(1)
+        keep_niceness_in_new_session()
 
     return setup
+
+
+def keep_niceness_in_new_session() -> None:
+    """Give this process's new session the niceness the process has (``nice -n 19 parp-fairseq-sweep run``).
+
+    Linux with ``sched_autogroup`` shares the CPU between sessions first and applies a process's nice
+    value only inside its session, so a child started in a session of its own (``start_new_session``)
+    would compete at full weight with everything else on the machine however niced its parent. Writing
+    the niceness to ``/proc/self/autogroup`` (only ever raising it, which needs no privilege) keeps a
+    niced sweep's training runs niced. Nothing happens where the kernel has no autogroups."""
+    niceness = os.nice(0)
+    if niceness <= 0:
+        return
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(min(niceness, 19)))
+    except OSError:  # no autogroup support, or /proc not writable: nice applies machine-wide anyway
+        pass
 
 
 class ChildGroup:

@@ -559,3 +559,24 @@ def test_in_parallel_one_failure_stops_the_running_jobs_and_starts_no_more():
                                slot, group)
     assert time.time() - t0 < 20 and rcs == [-15]  # seed 2's run was stopped, not waited for
     assert sorted(i for i, _ in started) == [1, 2] and {g for _, g in started} == {"0", "1"}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="the kernel has no sched_autogroup")
+def test_training_children_keep_a_niced_sweeps_priority_in_their_own_session():
+    """run_child starts each child in a session of its own; with sched_autogroup that session would get a
+    full CPU share beside everything else however niced the sweep is, unless its autogroup is niced too."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.nice(7); from parp_fairseq.procutil import run_child; lines = []; "
+            "run_child(['cat', '/proc/self/autogroup'], on_line=lines.append); "
+            "print(open('/proc/self/autogroup').read().strip()); print(''.join(lines).strip())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    parent, child = out[0], out[1]
+    assert child.split()[0] != parent.split()[0]  # a session (autogroup) of its own
+    base = os.nice(0)  # the test suite itself may run niced
+    assert child.endswith(f"nice {min(base + 7, 19)}"), (parent, child)
+    # a parent at nice 0 leaves the child's session alone
+    code0 = code.replace("os.nice(7); ", "")
+    out0 = subprocess.run([sys.executable, "-c", code0], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out0[1].endswith(f"nice {base}")
