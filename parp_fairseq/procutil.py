@@ -45,7 +45,7 @@ def keep_niceness_in_new_session() -> None:
         return
     try:
         with open("/proc/self/autogroup", "w") as f:
-            f.write(str(min(niceness, 19)))
+            f.write(str(niceness))  # nice values stop at 19
     except OSError:  # no autogroup support, or /proc not writable: nice applies machine-wide anyway
         pass
 

@@ -134,19 +134,24 @@ def _results_tsv(path, rows):
     return path
 
 
+def _cost_row(method: str, sparsity: float, seed: int, unit_error: float, **other) -> dict:
+    """One test-split Viterbi row of a results.tsv for the `cost` tests (``other``: lang, decoder, ...)."""
+    return {"lang": "en", "split": "test", "decoder": "viterbi", "WER": 90.0, "method": method,
+            "target_sparsity": sparsity, "seed": seed, "unit_error": unit_error, **other}
+
+
 def test_cost_pairs_each_point_with_the_dense_of_its_own_file_and_seed(tmp_path, capsys):
     """Two sessions' slices: seed 1 has a dense model in each; a point is never paired across files."""
-    row = dict(lang="en", split="test", decoder="viterbi", WER=90.0)
     a = _results_tsv(tmp_path / "a.tsv", [
-        {**row, "method": "dense", "target_sparsity": 0, "seed": 1, "unit_error": 47.0},
-        {**row, "method": "dense", "target_sparsity": 0, "seed": 2, "unit_error": 45.0},
-        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 1, "unit_error": 48.0},
-        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 2, "unit_error": 48.0},
-        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 3, "unit_error": 40.0},  # no dense: left out
-        {**row, "decoder": "kenlm", "method": "omp", "target_sparsity": 0.5, "seed": 1, "unit_error": 1.0}])
+        _cost_row("dense", 0, 1, 47.0),
+        _cost_row("dense", 0, 2, 45.0),
+        _cost_row("omp", 0.5, 1, 48.0),
+        _cost_row("omp", 0.5, 2, 48.0),
+        _cost_row("omp", 0.5, 3, 40.0),  # no dense: left out
+        _cost_row("omp", 0.5, 1, 1.0, decoder="kenlm")])
     b = _results_tsv(tmp_path / "b.tsv", [
-        {**row, "method": "dense", "target_sparsity": 0, "seed": 1, "unit_error": 50.0},
-        {**row, "method": "omp", "target_sparsity": 0.9, "seed": 1, "unit_error": 54.0}])
+        _cost_row("dense", 0, 1, 50.0),
+        _cost_row("omp", 0.9, 1, 54.0)])
     out = tmp_path / "c.png"
     assert sweep_cli.main(["cost", str(a), str(b), "--out", str(out)]) == 0
     assert "1 pruned rows without a dense row" in capsys.readouterr().out
@@ -157,8 +162,7 @@ def test_cost_pairs_each_point_with_the_dense_of_its_own_file_and_seed(tmp_path,
     assert float(got[("omp", "0.9000")]["cost_mean"]) == pytest.approx(4.0)  # 54 - 50 (b's dense), not 54 - 47
     assert out.stat().st_size > 1000
     # --lang: only that language's unpaired rows are counted as left out
-    c = _results_tsv(tmp_path / "c.tsv", [{**row, "lang": "de", "method": "omp", "target_sparsity": 0.5, "seed": 1,
-                                             "unit_error": 1.0}])
+    c = _results_tsv(tmp_path / "c.tsv", [_cost_row("omp", 0.5, 1, 1.0, lang="de")])
     assert sweep_cli.main(["cost", str(a), str(c), "--lang", "en", "--out", str(tmp_path / "e.png")]) == 0
     assert "; 1 pruned rows without a dense row" in capsys.readouterr().out
     # bad input: one clear line, nothing written
@@ -172,21 +176,19 @@ def test_cost_pairs_each_point_with_the_dense_of_its_own_file_and_seed(tmp_path,
     assert not (tmp_path / "d.png").exists()
 
 
-
 def test_cost_versus_another_method_pairs_by_file_seed_and_sparsity(tmp_path, capsys):
     """--versus omp: PARP - OMP of the same file, seed and sparsity (never OMP of another sparsity or file)."""
-    row = dict(lang="en", split="test", decoder="viterbi", WER=90.0)
     a = _results_tsv(tmp_path / "a.tsv", [
-        {**row, "method": "dense", "target_sparsity": 0, "seed": 1, "unit_error": 30.0},
-        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 1, "unit_error": 40.0},
-        {**row, "method": "omp", "target_sparsity": 0.5, "seed": 2, "unit_error": 42.0},
-        {**row, "method": "omp", "target_sparsity": 0.9, "seed": 1, "unit_error": 50.0},
-        {**row, "method": "parp", "target_sparsity": 0.5, "seed": 1, "unit_error": 39.0},
-        {**row, "method": "parp", "target_sparsity": 0.5, "seed": 2, "unit_error": 45.0},
-        {**row, "method": "parp", "target_sparsity": 0.7, "seed": 1, "unit_error": 1.0}])  # no OMP at 0.7
+        _cost_row("dense", 0, 1, 30.0),
+        _cost_row("omp", 0.5, 1, 40.0),
+        _cost_row("omp", 0.5, 2, 42.0),
+        _cost_row("omp", 0.9, 1, 50.0),
+        _cost_row("parp", 0.5, 1, 39.0),
+        _cost_row("parp", 0.5, 2, 45.0),
+        _cost_row("parp", 0.7, 1, 1.0)])  # no OMP at 0.7
     b = _results_tsv(tmp_path / "b.tsv", [
-        {**row, "method": "omp", "target_sparsity": 0.9, "seed": 1, "unit_error": 60.0},
-        {**row, "method": "parp", "target_sparsity": 0.9, "seed": 1, "unit_error": 58.0}])
+        _cost_row("omp", 0.9, 1, 60.0),
+        _cost_row("parp", 0.9, 1, 58.0)])
     out = tmp_path / "v.png"
     assert sweep_cli.main(["cost", str(a), str(b), "--versus", "omp", "--out", str(out)]) == 0
     assert "1 pruned rows without a omp row" in capsys.readouterr().out  # parp 0.7; dense is not a point

@@ -699,7 +699,7 @@ def curves(args, log=print) -> int:
 def paired_costs(tables: Dict[str, List[Dict[str, str]]], lang: Optional[str] = None, split: str = "test",
                  decoder: str = "viterbi", metric: str = "unit_error",
                  versus: str = "dense") -> "tuple[List[Dict], int]":
-    """Each pruned point's cost against the dense model of ITS OWN table, language and seed.
+    """Each pruned point's cost against the dense model (or ``versus``) of ITS OWN table, language and seed.
 
     ``tables``: ``{name: rows of a results.tsv}`` (``collect``'s output, one per sweep / session). A slice
     of the study trained in another session has its own dense references (runs trained with the stock,
@@ -732,8 +732,9 @@ def paired_costs(tables: Dict[str, List[Dict[str, str]]], lang: Optional[str] = 
 
 
 def cost(args, log=print) -> int:
-    """``cost``: pruned-minus-dense (or minus ``--versus`` METHOD) error per seed, pooled over results.tsv files of several sweeps or
-    sessions; a plot of cost vs sparsity per method (mean +- std over the seeds' pairs) and its table."""
+    """``cost``: pruned-minus-dense (or minus ``--versus`` METHOD) error per seed, pooled over results.tsv
+    files of several sweeps or sessions; a plot of cost vs sparsity per method (mean +- std over the seeds'
+    pairs) and its table."""
     from ..fsutil import atomic_write
     from ..reporting import pyplot
 
@@ -743,10 +744,16 @@ def cost(args, log=print) -> int:
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out}: give a .png file name (the tables go beside it as {out.stem}.tsv / .md)")
     versus = args.versus
-    ref = "the dense model" if versus == "dense" else f"{versus} at the same sparsity"
+    # the words that name the reference, in the error, the tables and the plot
+    if versus == "dense":
+        ref, same, column, title, zero = ("the dense model", "language and seed", "cost vs dense", "cost of pruning",
+                                          "dense of the same seed")
+    else:
+        ref, same, column, title, zero = (f"{versus} at the same sparsity", "language, seed and sparsity",
+                                          f"minus {versus}", f"each method - {versus}",
+                                          f"{versus} of the same seed and sparsity")
     pairs, unpaired = paired_costs(tables, args.lang, args.split, args.decoder, args.metric, versus)
     if not pairs:
-        same = "language and seed" if versus == "dense" else "language, seed and sparsity"
         methods = sorted({r["method"] for rows in tables.values() for r in rows})
         raise ValueError(f"no pruned point has a {versus} row of the same file, {same} "
                          f"(split={args.split}, decoder={args.decoder}, metric={args.metric}; "
@@ -760,7 +767,7 @@ def cost(args, log=print) -> int:
     tsv = ["\t".join(head)]
     md = [f"Test {what} of each pruned model minus {ref} of its own sweep and seed ({args.split}, "
           f"{args.decoder}; mean +- std over pairs):", "",
-          f"| method | sparsity | n | {'cost vs dense' if versus == 'dense' else 'minus ' + versus} | per seed |",
+          f"| method | sparsity | n | {column} | per seed |",
           "|---|---|---|---|---|"]
     for (method, sp), ps in sorted(groups.items()):
         m, sd = stats[(method, sp)]
@@ -769,15 +776,14 @@ def cost(args, log=print) -> int:
         md.append(f"| {method} | {sp:g} | {len(ps)} | {m:+.2f} +- {sd:.2f} | {per} |")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.axhline(0, color="k", ls="--", lw=1, label=f"{versus} of the same seed" + ("" if versus == "dense" else " and sparsity"))
+    ax.axhline(0, color="k", ls="--", lw=1, label=zero)
     for method in sorted({k[0] for k in groups}):
         xs = sorted(sp for mth, sp in groups if mth == method)
         ax.errorbar(xs, [stats[(method, x)][0] for x in xs], yerr=[stats[(method, x)][1] for x in xs], marker="o",
                     capsize=3, label=f"{method} (n={'/'.join(str(len(groups[(method, x)])) for x in xs)})")
     ax.set_xlabel("sparsity (fraction removed)")
     ax.set_ylabel(f"{what}: pruned - {versus} (points)")
-    ax.set_title(f"{args.lang or 'all languages'}: " + ("cost of pruning" if versus == "dense" else f"each method - {versus}")
-                 + f" vs sparsity ({args.decoder})", fontsize=10)
+    ax.set_title(f"{args.lang or 'all languages'}: {title} vs sparsity ({args.decoder})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -786,7 +792,8 @@ def cost(args, log=print) -> int:
     atomic_write_text(out.with_suffix(".tsv"), "\n".join(tsv) + "\n")
     atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
     log(f"[sweep] wrote {out}, {out.with_suffix('.tsv')}, {out.with_suffix('.md')} ({len(pairs)} pairs"
-        + (f"; {unpaired} pruned rows without a {versus} row of their file / seed left out" if unpaired else "") + ")")
+        + (f"; {unpaired} pruned rows without a {versus} row of the same file, {same} left out" if unpaired else "")
+        + ")")
     return 0
 
 
