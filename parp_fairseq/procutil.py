@@ -39,7 +39,8 @@ def keep_niceness_in_new_session() -> None:
     value only inside its session, so a child started in a session of its own (``start_new_session``)
     would compete at full weight with everything else on the machine however niced its parent. Writing
     the niceness to ``/proc/self/autogroup`` (only ever raising it, which needs no privilege) keeps a
-    niced sweep's training runs niced. Nothing happens where the kernel has no autogroups."""
+    niced sweep's training runs niced. Nothing changes where the kernel has no autogroups or gives new
+    sessions none (autogroups off, some sandboxes); the nice value then applies machine-wide anyway."""
     niceness = os.nice(0)
     if niceness <= 0:
         return

@@ -563,7 +563,24 @@ def test_in_parallel_one_failure_stops_the_running_jobs_and_starts_no_more():
     assert sorted(i for i, _ in started) == [1, 2] and {g for _, g in started} == {"0", "1"}
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="the kernel has no sched_autogroup")
+def _sessions_get_autogroups() -> bool:
+    """True where the kernel schedules a new session as an autogroup of its own (sched_autogroup): a
+    process started with ``start_new_session`` reads an ``/autogroup-N nice K`` line different from ours.
+    Elsewhere (no autogroups, a sandboxed /proc, autogroups off) the file is missing, empty or shared."""
+    import subprocess
+
+    def read(new_session: bool) -> str:
+        try:
+            return subprocess.run(["cat", "/proc/self/autogroup"], capture_output=True, text=True,
+                                  start_new_session=new_session, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    ours, new = read(False), read(True)
+    return bool(ours) and bool(new) and new.split()[0] != ours.split()[0]
+
+
+@pytest.mark.skipif(not _sessions_get_autogroups(), reason="new sessions get no autogroup of their own here")
 def test_training_children_keep_a_niced_sweeps_priority_in_their_own_session():
     """run_child starts each child in a session of its own; with sched_autogroup that session would get a
     full CPU share beside everything else however niced the sweep is, unless its autogroup is niced too."""
