@@ -250,6 +250,16 @@ def test_merge_keeps_one_row_per_point_and_refuses_a_rerun_that_does_not_repeat(
     assert sweep_cli.main(["merge", str(c), "--out", str(out), "--on-conflict", "last"]) == 0
     got = {(r["method"], r["seed"], r["decoder"]): r["unit_error"] for r in csv.DictReader(open(out), delimiter="\t")}
     assert got[("dense", "2", "viterbi")] == "35.9000" and got[("dense", "1", "viterbi")] == "35.0100"
+    # one slice of folders that trained several sparsities: its points and every dense row
+    s3 = _collect_tsv(tmp_path / "s3.tsv", [{"method": "omp", "target_sparsity": "0.3000", "seed": 2, "unit_error": "35.0"}])
+    assert sweep_cli.main(["merge", str(a), str(b), str(s3), "--out", str(tmp_path / "s03.tsv"), "--sparsities", "0.3"]) == 0
+    assert "5 rows (5 distinct of 3 table(s), 2 repeated" in capsys.readouterr().out
+    assert [(r["lang"], r["method"], r["target_sparsity"], r["seed"]) for r in
+            csv.DictReader(open(tmp_path / "s03.tsv"), delimiter="\t") if r["decoder"] == "viterbi"] == [
+        ("en", "dense", "0.0000", "1"), ("en", "dense", "0.0000", "2"), ("en", "omp", "0.3000", "2"),
+        ("nl", "dense", "0.0000", "1")]
+    assert sweep_cli.main(["merge", str(a), "--out", str(tmp_path / "s0.tsv"), "--sparsities", "0"]) == 2
+    assert "--sparsities 0 is out of range" in capsys.readouterr().err and not (tmp_path / "s0.tsv").exists()
     # bad input: one clear line, nothing written
     d = _collect_tsv(tmp_path / "d.tsv", [dense2], cols=_COLLECT_COLS[:-1])
     (tmp_path / "e.tsv").write_text("lang\tmethod\n")

@@ -820,8 +820,13 @@ MEASURED = ("actual_sparsity", "WER", "unit_error", "transformer_params")
 
 
 def merge_results(tables: List["tuple[str, List[Dict[str, str]]]"], on_conflict: str = "error",
-                  lang: Optional[str] = None) -> "tuple[List[Dict[str, str]], Dict[str, int], List[str]]":
+                  lang: Optional[str] = None, sparsities: Optional[Sequence[float]] = None,
+                  ) -> "tuple[List[Dict[str, str]], Dict[str, int], List[str]]":
     """Rows of several results.tsv (``[(name, rows)]``, earlier first) as one table, one row per key.
+
+    ``lang`` keeps one language's rows; ``sparsities`` keeps the pruned points at these target sparsities
+    and every dense row (the reference each point is compared with), e.g. one slice of a work folder
+    that trained several.
 
     A key met again with the same measured values is a repeat (a rerun or a reference shared by two work
     folders: kept once); with other values it is a conflict: ``on_conflict`` ``"first"`` keeps the earlier
@@ -836,6 +841,9 @@ def merge_results(tables: List["tuple[str, List[Dict[str, str]]]"], on_conflict:
     for name, rows in tables:
         for r in rows:
             if lang is not None and r["lang"] != lang:
+                continue
+            if sparsities is not None and r["method"] != "dense" and not any(
+                    abs(float(r["target_sparsity"]) - x) < 1e-6 for x in sparsities):
                 continue
             k = tuple(r.get(c, "-") for c in RESULT_KEY)
             old = have.get(k)
@@ -878,7 +886,11 @@ def merge(args, log=print) -> int:
             raise ValueError(f"{path} has other columns than {sources[0]} ({', '.join(cols)} vs "
                              f"{', '.join(columns)}); merge tables of one parp-fairseq version")
         tables.append((str(path), rows))
-    rows, counts, conflicts = merge_results(tables, args.on_conflict, args.lang)
+    for x in args.sparsities or ():
+        if not 0.0 < x < 1.0:
+            raise ValueError(f"--sparsities {x:g} is out of range: it is the fraction REMOVED, in (0, 1) "
+                             "(dense rows are always kept)")
+    rows, counts, conflicts = merge_results(tables, args.on_conflict, args.lang, args.sparsities)
     if conflicts and args.on_conflict == "error":
         more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
         raise ValueError(f"{len(conflicts)} row(s) measured differently in two tables, nothing written: "
@@ -1146,6 +1158,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("results", nargs="+", help="results.tsv files of `collect` (added in this order)")
     m.add_argument("--out", required=True, help="the merged results.tsv; where it exists, its rows come first")
     m.add_argument("--lang", default=None, help="only this language's rows (of the inputs and of --out)")
+    m.add_argument("--sparsities", nargs="+", type=float, default=None, metavar="S",
+                   help="only the pruned points at these target sparsities, and every dense row (of the inputs "
+                        "and of --out): one slice of work folders that trained several, e.g. --sparsities 0.3")
     m.add_argument("--on-conflict", choices=("error", "first", "last"), default="error",
                    help="a point (language, method, mask source, sparsity, seed, split, decoder) met again with "
                         "other numbers: refuse (default, nothing written), keep the first or the last")
