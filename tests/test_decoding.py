@@ -96,6 +96,33 @@ def test_lm_builder_outputs_and_cache(lm, corpus, capsys):
         build_lm(str(corpus / "train.wrd"), str(lm.parent / "x"), order=1)
 
 
+def test_lm_leaves_out_the_transcripts_it_is_tuned_on(tmp_path, capsys):
+    """--exclude valid.wrd: an LM to tune the LM weight on valid must not have seen valid's sentences."""
+    from parp_fairseq.decoding import lm as lm_cli
+
+    (tmp_path / "text.txt").write_text("the cat sat\nthe dog ran\n  a bird flew\nthe cat sat\n")
+    (tmp_path / "valid.wrd").write_text("a bird flew\n")
+    assert lm_cli.main(["--text", str(tmp_path / "text.txt"), "--out-dir", str(tmp_path / "lm"), "--order", "2",
+                        "--exclude", str(tmp_path / "valid.wrd")]) == 0
+    assert "left out 1 line(s)" in capsys.readouterr().out
+    arpa = (tmp_path / "lm" / "lm.arpa").read_text()
+    unigrams = {ln.split("\t")[1] for ln in arpa.split("\\1-grams:")[1].split("\\2-grams:")[0].splitlines() if "\t" in ln}
+    assert {"the", "cat", "dog"} <= unigrams and not {"bird", "flew"} & unigrams
+    lex = (tmp_path / "lm" / "lexicon.txt").read_text()
+    assert "cat\t" in lex and "bird" not in lex
+    assert sorted(p.name for p in (tmp_path / "lm").iterdir() if not p.name.startswith(".")) == [
+        "lexicon.txt", "lm.arpa", "lm.bin", "lm.json"]  # the filtered text was a temporary
+    # the same text without --exclude is another LM, not "up to date"
+    assert lm_cli.main(["--text", str(tmp_path / "text.txt"), "--out-dir", str(tmp_path / "lm"), "--order", "2"]) == 0
+    assert "up to date" not in capsys.readouterr().out and "bird" in (tmp_path / "lm" / "lexicon.txt").read_text()
+    # bad input: one clear line, nothing written
+    for bad, msg in (([str(tmp_path / "none.wrd")], "--exclude"), ([str(tmp_path / "text.txt")], "once the --exclude")):
+        assert lm_cli.main(["--text", str(tmp_path / "text.txt"), "--out-dir", str(tmp_path / "lm2"), "--order", "2",
+                            "--exclude", *bad]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and not (tmp_path / "lm2").exists()
+
+
 def _decode(tmp_path, name, *args):
     out = tmp_path / name
     assert decode_cli.main([*args, "--results-dir", str(out)]) == 0

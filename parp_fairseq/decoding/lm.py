@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from ..errors import run_cli
 from ..fsutil import check_output_dir, output_dir
@@ -57,16 +57,36 @@ def letter_lexicon(words, tgt_dict_path: Optional[str] = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = None, prune: str = "") -> Path:
+def held_out_lines(text: str, exclude: Sequence[str]) -> "tuple[str, int]":
+    """``text`` without its lines that are a line of one of the ``exclude`` files (compared stripped):
+    the transcripts of a split that LM weights are tuned on must not be in the LM. Returns ``(text,
+    number of lines left out)``."""
+    held = set()
+    for e in exclude:
+        if not Path(e).is_file():
+            raise FileNotFoundError(f"--exclude {e!r} does not exist; give transcripts, one per line (e.g. valid.wrd)")
+        held |= {ln.strip() for ln in Path(e).read_text(encoding="utf-8").splitlines() if ln.strip()}
+    kept = [ln for ln in text.splitlines() if ln.strip() not in held]
+    return "".join(ln + "\n" for ln in kept), len(text.splitlines()) - len(kept)
+
+
+def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = None, prune: str = "",
+          exclude: Sequence[str] = ()) -> Path:
+    """An ``order``-gram KenLM (``lm.arpa``, ``lm.bin``) and a letter ``lexicon.txt`` of its words in
+    ``out_dir``, from ``text`` without the lines of the ``exclude`` files."""
     text_p = Path(text)
     if not text_p.is_file():
         raise FileNotFoundError(f"LM text {text!r} does not exist")
     if order < 2:
         raise ValueError(f"--order {order}: flashlight's KenLM rejects unigram models; use >= 2")
     corpus = text_p.read_text(encoding="utf-8")
+    left_out = 0
+    if exclude:
+        corpus, left_out = held_out_lines(corpus, exclude)
+        print(f"[lm] left out {left_out} line(s) of {text} that are in {', '.join(exclude)}", flush=True)
     words = corpus.split()
     if not words:
-        raise ValueError(f"LM text {text!r} is empty")
+        raise ValueError(f"LM text {text!r} is empty" + (" once the --exclude lines are left out" if exclude else ""))
     out = Path(out_dir)
     check_output_dir(out, "parp-fairseq-lm", adopt=LM_FILES)  # before the work
     key = {"text_sha1": hashlib.sha1(corpus.encode()).hexdigest(), "order": order, "prune": prune,
@@ -82,7 +102,11 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
         if prune:
             cmd += ["--prune", *prune.split()]
         print(f"[lm] {' '.join(cmd)} < {text}", flush=True)
-        with open(text_p, "rb") as fin, open(tmp / "lm.arpa", "wb") as fout:
+        source = text_p
+        if exclude:
+            source = tmp / "lm_text.txt"
+            source.write_text(corpus, encoding="utf-8")
+        with open(source, "rb") as fin, open(tmp / "lm.arpa", "wb") as fout:
             r = subprocess.run(cmd, stdin=fin, stdout=fout, stderr=subprocess.PIPE)
         if r.returncode != 0:
             raise RuntimeError(f"lmplz failed: {r.stderr.decode()[-1500:]}")
@@ -91,6 +115,8 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
             raise RuntimeError(f"build_binary failed: {r.stderr.decode()[-1500:]}")
         (tmp / "lexicon.txt").write_text(letter_lexicon(words, dict_path))
         (tmp / "lm.json").write_text(json.dumps(key))
+        if exclude:
+            source.unlink()
     print(f"[lm] wrote {out}/lm.arpa, lm.bin, lexicon.txt ({len(set(words))} words, order {order})")
     return out
 
@@ -103,10 +129,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--dict", help="dict.ltr.txt: only words spellable in it enter the lexicon")
     ap.add_argument("--prune", default="", help="lmplz --prune thresholds, e.g. '0 0 1'")
+    ap.add_argument("--exclude", nargs="+", default=[], metavar="FILE",
+                    help="transcripts to keep out of the LM (lines of --text equal to one of theirs are left out), "
+                         "e.g. valid.wrd to tune --lm-weight / --word-score on valid with an LM that never saw it")
     args = ap.parse_args(argv)
 
     def body() -> int:
-        build(args.text, args.out_dir, args.order, args.dict, args.prune)
+        build(args.text, args.out_dir, args.order, args.dict, args.prune, args.exclude)
         return 0
 
     return run_cli("parp-fairseq-lm", body, extra=(RuntimeError,))
