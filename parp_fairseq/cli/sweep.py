@@ -212,6 +212,13 @@ def _run(cmd: List[str], d: Path, log, env: Optional[Dict[str, str]] = None, gro
         raise RuntimeError(f"{d.name} failed (exit {rc}); see {d / 'train.log'}")
 
 
+def check_pruned_sparsities(values: Sequence[float], name: str = "sparsity", note: str = "") -> None:
+    """Every value a pruned point's sparsity, in (0, 1): the dense model (0) is not a point of a sweep."""
+    for s in values:
+        if not 0.0 < s < 1.0:
+            raise ValueError(f"{name} {s:g} is out of range: it is the fraction REMOVED, in (0, 1){note}")
+
+
 def run(args, log=print) -> int:
 
     work = Path(args.workdir).resolve()
@@ -219,9 +226,7 @@ def run(args, log=print) -> int:
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {METHODS}")
-    for s in args.sparsities:
-        if not 0.0 < s < 1.0:
-            raise ValueError(f"sparsity {s} is out of range: it is the fraction REMOVED, in (0, 1)")
+    check_pruned_sparsities(args.sparsities)
     transfers = []
     for t in args.transfer or []:
         a, sep, b = t.partition(":")
@@ -886,10 +891,7 @@ def merge(args, log=print) -> int:
             raise ValueError(f"{path} has other columns than {sources[0]} ({', '.join(cols)} vs "
                              f"{', '.join(columns)}); merge tables of one parp-fairseq version")
         tables.append((str(path), rows))
-    for x in args.sparsities or ():
-        if not 0.0 < x < 1.0:
-            raise ValueError(f"--sparsities {x:g} is out of range: it is the fraction REMOVED, in (0, 1) "
-                             "(dense rows are always kept)")
+    check_pruned_sparsities(args.sparsities or (), "--sparsities", " (dense rows are always kept)")
     rows, counts, conflicts = merge_results(tables, args.on_conflict, args.lang, args.sparsities)
     if conflicts and args.on_conflict == "error":
         more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""

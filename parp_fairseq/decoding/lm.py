@@ -66,8 +66,9 @@ def held_out_lines(text: str, exclude: Sequence[str]) -> "tuple[str, int]":
         if not Path(e).is_file():
             raise FileNotFoundError(f"--exclude {e!r} does not exist; give transcripts, one per line (e.g. valid.wrd)")
         held |= {ln.strip() for ln in Path(e).read_text(encoding="utf-8").splitlines() if ln.strip()}
-    kept = [ln for ln in text.splitlines() if ln.strip() not in held]
-    return "".join(ln + "\n" for ln in kept), len(text.splitlines()) - len(kept)
+    lines = text.splitlines()
+    kept = [ln for ln in lines if ln.strip() not in held]
+    return "".join(ln + "\n" for ln in kept), len(lines) - len(kept)
 
 
 def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = None, prune: str = "",
@@ -80,7 +81,6 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
     if order < 2:
         raise ValueError(f"--order {order}: flashlight's KenLM rejects unigram models; use >= 2")
     corpus = text_p.read_text(encoding="utf-8")
-    left_out = 0
     if exclude:
         corpus, left_out = held_out_lines(corpus, exclude)
         print(f"[lm] left out {left_out} line(s) of {text} that are in {', '.join(exclude)}", flush=True)
