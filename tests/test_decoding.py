@@ -112,9 +112,15 @@ def test_lm_leaves_out_the_transcripts_it_is_tuned_on(tmp_path, capsys):
     assert "cat\t" in lex and "bird" not in lex
     assert sorted(p.name for p in (tmp_path / "lm").iterdir() if not p.name.startswith(".")) == [
         "lexicon.txt", "lm.arpa", "lm.bin", "lm.json"]  # the filtered text was a temporary
+    # lm.json tells which transcripts the LM saw (collect --tune-on checks the tuning split with it)
+    seen = lm_cli.lines_seen_by_lm
+    assert seen(tmp_path / "lm" / "lm.bin", ["a bird flew", "the dog ran", "not in it"]) == 1
     # the same text without --exclude is another LM, not "up to date"
     assert lm_cli.main(["--text", str(tmp_path / "text.txt"), "--out-dir", str(tmp_path / "lm"), "--order", "2"]) == 0
     assert "up to date" not in capsys.readouterr().out and "bird" in (tmp_path / "lm" / "lexicon.txt").read_text()
+    assert seen(tmp_path / "lm" / "lm.bin", ["a bird flew", "the dog ran", "not in it"]) == 2
+    (tmp_path / "text.txt").write_text("other text\n")  # changed since: cannot tell
+    assert seen(tmp_path / "lm" / "lm.bin", ["a bird flew"]) is None and seen(tmp_path / "x.bin", ["a"]) is None
     # bad input: one clear line, nothing written
     for bad, msg in (([str(tmp_path / "none.wrd")], "--exclude"), ([str(tmp_path / "text.txt")], "once the --exclude")):
         assert lm_cli.main(["--text", str(tmp_path / "text.txt"), "--out-dir", str(tmp_path / "lm2"), "--order", "2",

@@ -531,23 +531,43 @@ def _point_stats(p: Dict, slice_: bool, log) -> None:
         p["params"] = sum(v.numel() for k, v in sliced["model"].items() if k.startswith(_LAYERS))
 
 
-def _decode(p: Dict, data: Path, split: str, lm: Optional[Dict] = None) -> Dict:
+def _grid_tag(values: Sequence[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _decode(p: Dict, data: Path, split: str, lm: Optional[Dict] = None) -> List[Dict[str, str]]:
     """Decode one point on one split (Viterbi, or with ``lm`` = {lm, lexicon, lm_weight, word_score} the
-    KenLM lexicon beam search); results are kept beside the point and reused while its checkpoint and
-    the decoder settings are unchanged."""
+    KenLM lexicon beam search; lists of weights / scores decode their grid); the summary rows, one per
+    decoder setting. Results are kept beside the point and reused while its checkpoint and the decoder
+    settings are unchanged."""
     from . import decode as decode_cli
 
     ckpt = p.get("decoded", p["checkpoint"])
-    tag = "viterbi" if lm is None else f"kenlm_w{lm['lm_weight']:g}_s{lm['word_score']:g}"
+    if lm is not None:
+        weights, scores = ([x] if isinstance(x, (int, float)) else list(x) for x in (lm["lm_weight"], lm["word_score"]))
+    tag = "viterbi" if lm is None else f"kenlm_w{_grid_tag(weights)}_s{_grid_tag(scores)}"
     out = p["dir"] / "decode" / f"{split}_{tag}{'_sliced' if ckpt != p['checkpoint'] else ''}"
     extra = [] if lm is None else ["--decoder", "kenlm", "--lm", lm["lm"], "--lexicon", lm["lexicon"],
-                                   "--lm-weight", f"{lm['lm_weight']:g}", "--word-score", f"{lm['word_score']:g}"]
+                                   "--lm-weight", *(f"{w:g}" for w in weights),
+                                   "--word-score", *(f"{w:g}" for w in scores)]
     # none yet, or of an older checkpoint / LM
     if not decode_cli.results_are_current(out, ckpt, *((lm["lm"], lm["lexicon"]) if lm else ())):
         if decode_cli.main(["--checkpoint", str(ckpt), "--data", str(data), "--split", split,
                             "--results-dir", str(out), *extra]) != 0:
             raise RuntimeError(f"decoding {ckpt} on {split} failed")
-    return decode_cli.read_summary(out)[0]
+    return decode_cli.read_summary(out)
+
+
+def _kenlm_setting(p: Dict, data: Path, lm: Dict) -> Dict:
+    """The KenLM setting a point is reported with: the one given, or (``tune_on``) the lm weight and word
+    score of the grid with the lowest WER on that split for THIS model (ties: the first in the order
+    given), as wav2letter / fairseq recipes tune on dev."""
+    if not lm.get("tune_on"):
+        return {**lm, "lm_weight": lm["lm_weight"][0], "word_score": lm["word_score"][0]}
+    rows = _decode(p, data, lm["tune_on"], lm)
+    best = min(rows, key=lambda r: float(r["WER"]))  # min keeps the first of equals
+    return {**lm, "lm_weight": float(best["lm_weight"]), "word_score": float(best["word_score"]),
+            "tuned_WER": float(best["WER"])}
 
 
 def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path, decoder: str = "viterbi",
@@ -651,9 +671,16 @@ def _layer_plot(points: List[Dict], path: Path) -> Optional[str]:
     return f"{lang} at sparsity {top:g}"
 
 
-def _lm_settings(args, meta: Dict, langs: Sequence[str]) -> Optional[Dict]:
-    """``collect --lm/--lexicon``: checked before any decoding (letters only: a word LM needs words)."""
+def _lm_settings(args, meta: Dict, langs: Sequence[str], data_root: Path, log) -> Optional[Dict]:
+    """``collect --lm/--lexicon`` (and ``--lm-weight/--word-score`` grids with ``--tune-on``): checked
+    before any decoding (letters only: a word LM needs words; a tuning split the LM has seen is refused)."""
+    from ..decoding.lm import lines_seen_by_lm
+
+    tune = getattr(args, "tune_on", None)
+    weights, scores = list(getattr(args, "lm_weight", [2.0])), list(getattr(args, "word_score", [-1.0]))
     if not getattr(args, "lm", None) and not getattr(args, "lexicon", None):
+        if tune:
+            raise ValueError(f"--tune-on {tune} chooses the KenLM lm weight and word score: give --lm and --lexicon too")
         return None
     if not (args.lm and args.lexicon):
         raise ValueError("KenLM decoding needs both --lm and --lexicon (parp-fairseq-lm builds them)")
@@ -666,7 +693,26 @@ def _lm_settings(args, meta: Dict, langs: Sequence[str]) -> Optional[Dict]:
             if not f.is_file():
                 raise FileNotFoundError(f"{opt} {f} does not exist{f' (language {lang})' if lang else ''}; "
                                         "build the LM and lexicon with parp-fairseq-lm")
-    return {"lm": args.lm, "lexicon": args.lexicon, "lm_weight": args.lm_weight, "word_score": args.word_score}
+    if (len(weights) > 1 or len(scores) > 1) and not tune:
+        raise ValueError(f"--lm-weight {_grid_tag(weights)} --word-score {_grid_tag(scores)} is a grid of "
+                         f"{len(weights) * len(scores)} settings: add --tune-on valid to choose one per model on "
+                         "the valid split (the best of several on test would be fitted to test)")
+    if tune in SPLITS:
+        raise ValueError(f"--tune-on {tune}: that split is the one reported; tune on one that is not (valid)")
+    for lang in langs if tune else []:
+        if not (data_root / lang / f"{tune}.tsv").is_file():
+            raise FileNotFoundError(f"--tune-on {tune}: {data_root / lang}/{tune}.tsv does not exist (language {lang})")
+        wrd = data_root / lang / f"{tune}.wrd"
+        lm_path = args.lm.format(lang=lang)
+        seen = lines_seen_by_lm(lm_path, wrd.read_text(encoding="utf-8").splitlines()) if wrd.is_file() else None
+        if seen:
+            raise ValueError(f"--tune-on {tune}: {seen} of the {tune} transcripts of {lang} ({wrd}) are in the text "
+                             f"the LM {lm_path} was built from, so the weights chosen on {tune} would favour the LM; "
+                             f"rebuild it with parp-fairseq-lm ... --exclude {wrd}")
+        if seen is None:
+            log(f"[sweep] note: cannot tell whether the LM {lm_path} saw the {tune} transcripts of {lang} (no "
+                "lm.json of parp-fairseq-lm with its text beside it); an LM that did favours itself when tuned")
+    return {"lm": args.lm, "lexicon": args.lexicon, "lm_weight": weights, "word_score": scores, "tune_on": tune}
 
 
 def _lm_for(lm: Optional[Dict], lang: str) -> Optional[Dict]:
@@ -885,11 +931,8 @@ def merge(args, log=print) -> int:
     tables, columns = [], None
     for path in sources:
         cols, rows = read_results(path, RESULT_KEY + MEASURED)
-        if columns is None:
-            columns = cols
-        elif cols != columns:
-            raise ValueError(f"{path} has other columns than {sources[0]} ({', '.join(cols)} vs "
-                             f"{', '.join(columns)}); merge tables of one parp-fairseq version")
+        # tables of an older version lack the newer columns (e.g. lm_weight): "-" there, never dropped
+        columns = cols if columns is None else columns + [c for c in cols if c not in columns]
         tables.append((str(path), rows))
     check_pruned_sparsities(args.sparsities or (), "--sparsities", " (dense rows are always kept)")
     rows, counts, conflicts = merge_results(tables, args.on_conflict, args.lang, args.sparsities)
@@ -901,7 +944,7 @@ def merge(args, log=print) -> int:
     for c in conflicts:
         log(f"[sweep] conflict ({args.on_conflict} kept): {c}")
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, delimiter="\t", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, delimiter="\t", lineterminator="\n", restval="-")
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out, buf.getvalue())
@@ -936,7 +979,7 @@ def _collect(args, work: Path, log) -> int:
     if not points:
         raise FileNotFoundError(f"no finished sweep points under {work}; run `parp-fairseq-sweep run` first")
     data_root = Path(meta.get("data_root", args.data_root or ""))
-    lm = _lm_settings(args, meta, sorted({p["lang"] for p in points}))
+    lm = _lm_settings(args, meta, sorted({p["lang"] for p in points}), data_root, log)
     rows = []
     from tqdm import tqdm
 
@@ -944,20 +987,27 @@ def _collect(args, work: Path, log) -> int:
         data = data_root / p["lang"]
         _point_stats(p, getattr(args, "slice", False), log)
         actual = p["layer_sparsity"]["all"] if p["layer_sparsity"] else 0.0
+        setting = _kenlm_setting(p, data, _lm_for(lm, p["lang"])) if lm else None  # tuned: on its own split
         for split in SPLITS:
             if not (data / f"{split}.tsv").exists():
                 continue
             for decoder in ("viterbi", "kenlm") if lm else ("viterbi",):
-                r = _decode(p, data, split, _lm_for(lm, p["lang"]) if decoder == "kenlm" else None)
+                kl = setting if decoder == "kenlm" else None
+                r = _decode(p, data, split, kl)[0]
                 unit = [k for k in r if k in ("PER", "CER", "UER")][0]
                 rows.append({"lang": p["lang"], "method": p["method"], "mask_from": p["src"] or "-",
                              "target_sparsity": p["target_sparsity"], "actual_sparsity": actual, "seed": p["seed"],
                              "split": split, "decoder": decoder, "unit": unit,
                              "WER": float(r["WER"]) if r["WER"] != "-" else "-",
                              "unit_error": float(r[unit]), "transformer_params": p["params"],
-                             "mask_iou_init": p["mask_iou_init"], "checkpoint": str(p["decoded"])})
+                             "mask_iou_init": p["mask_iou_init"], "checkpoint": str(p["decoded"]),
+                             "lm_weight": f"{kl['lm_weight']:g}" if kl else "-",
+                             "word_score": f"{kl['word_score']:g}" if kl else "-",
+                             "lm_tuned_on": (kl.get("tune_on") or "-") if kl else "-",
+                             "tuned_WER": kl["tuned_WER"] if kl and "tuned_WER" in kl else "-"})
     cols = ["lang", "method", "mask_from", "target_sparsity", "actual_sparsity", "seed", "split", "decoder", "WER",
-            "unit", "unit_error", "transformer_params", "mask_iou_init", "checkpoint"]
+            "unit", "unit_error", "transformer_params", "mask_iou_init", "checkpoint", "lm_weight", "word_score",
+            "lm_tuned_on", "tuned_WER"]
     atomic_write_text(work / "results.tsv", "\t".join(cols) + "\n" + "".join(
         "\t".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n" for r in rows))
     unit = rows[0]["unit"]
@@ -988,15 +1038,32 @@ def _collect(args, work: Path, log) -> int:
     if any(r["WER"] != "-" for r in rows):  # letters: word error rates, Viterbi and (with --lm) KenLM
         decoders = ["viterbi", "kenlm"] if lm else ["viterbi"]
         wcols = [(split, lg, dec) for split, lg in columns for dec in decoders]
-        md += ["", "WER (%), mean +- std over seeds" + (
-            f"; KenLM: {lm['lm']} + lexicon, lm weight {lm['lm_weight']:g}, word score "
-            f"{lm['word_score']:g}" if lm else "") + ".", "",
+        if lm and lm["tune_on"]:
+            how = (f"; KenLM: {lm['lm']} + lexicon, lm weight and word score chosen per model by its WER on "
+                   f"{lm['tune_on']} from lm weight {_grid_tag(lm['lm_weight'])} x word score "
+                   f"{_grid_tag(lm['word_score'])} (the choices: table below)")
+        elif lm:
+            how = f"; KenLM: {lm['lm']} + lexicon, lm weight {lm['lm_weight'][0]:g}, word score {lm['word_score'][0]:g}"
+        md += ["", "WER (%), mean +- std over seeds" + (how if lm else "") + ".", "",
             "| method | sparsity | " + " | ".join(f"{lg}{'' if split == 'test' else ' ' + split} {dec}"
                                                for split, lg, dec in wcols) + " |",
             "|---|---|" + "---|" * len(wcols)]
         for method, s in keyset:
             md.append(f"| {method} | {s:g} | " + " | ".join(mean(method, s, lg, split, dec, "WER")
                                                           for split, lg, dec in wcols) + " |")
+    if lm and lm["tune_on"]:
+        md += ["", f"KenLM settings chosen on {lm['tune_on']} (per seed, in seed order) and the {lm['tune_on']} "
+               "WER they gave:", "", "| method | mask from | sparsity | lm weight | word score | "
+               f"{lm['tune_on']} WER |", "|---|---|---|---|---|---|"]
+        chosen: Dict[tuple, List[Dict]] = {}
+        for r in rows:
+            if r["decoder"] == "kenlm" and r["split"] == rows[0]["split"]:  # one row per point
+                chosen.setdefault((r["lang"], r["method"], r["mask_from"], r["target_sparsity"]), []).append(r)
+        for (lg, method, src, sp), rs in sorted(chosen.items(), key=lambda kv: (kv[0][0], kv[0][3], kv[0][1], kv[0][2])):
+            rs.sort(key=lambda r: r["seed"])
+            md.append(f"| {method}{'' if len(langs) == 1 else f' ({lg})'} | {src} | {sp:g} | "
+                      + " | ".join(" / ".join(fmt(r[c]) for r in rs) for c, fmt in (
+                          ("lm_weight", str), ("word_score", str), ("tuned_WER", lambda v: f"{v:.1f}"))) + " |")
     tr = [r for r in rows if r["method"] == "parp_transfer" and r["split"] == "test"]
     if tr:
         srcs = sorted({r["mask_from"] for r in tr})
@@ -1137,8 +1204,15 @@ def build_parser() -> argparse.ArgumentParser:
                                               "beam search (letters only); WER table and plot per decoder. "
                                               "{lang} in the path: one LM per language (exp/lm_{lang}/lm.bin)")
     c.add_argument("--lexicon", default=None, help="wav2letter lexicon for --lm ({lang} as in --lm)")
-    c.add_argument("--lm-weight", type=float, default=2.0)
-    c.add_argument("--word-score", type=float, default=-1.0)
+    c.add_argument("--lm-weight", type=float, nargs="+", default=[2.0],
+                   help="KenLM weight; several values (with --tune-on): a grid, one chosen per model")
+    c.add_argument("--word-score", type=float, nargs="+", default=[-1.0],
+                   help="word insertion score; several values (with --tune-on): a grid, one chosen per model")
+    c.add_argument("--tune-on", default=None, metavar="SPLIT",
+                   help="choose each model's lm weight and word score by its WER on this split (e.g. valid) from "
+                        "the --lm-weight x --word-score grid, then report test with that choice; the LM must not "
+                        "have seen SPLIT's transcripts (parp-fairseq-lm --exclude DATA/LANG/SPLIT.wrd), checked "
+                        "where lm.json tells")
     v = sub.add_parser("curves", help="dense validation curves of several work folders in one plot")
     v.add_argument("workdirs", nargs="+", metavar="[LABEL=]WORKDIR")
     v.add_argument("--out", required=True, help="PNG to write (and the same name .tsv)")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import run_cli
-from ..fsutil import check_output_dir, output_dir
+from ..fsutil import atomic_write_text, check_output_dir, output_dir
 
 LM_FILES = ("lm.arpa", "lm.bin", "lexicon.txt", "lm.json")  # what this command writes
 REPO_TOOLS = Path(__file__).resolve().parents[2] / "tools" / "kenlm" / "bin"
@@ -57,6 +57,15 @@ def letter_lexicon(words, tgt_dict_path: Optional[str] = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _line_id(line: str) -> str:
+    """What ``lm.json`` records of a held-out line: a short hash of it, stripped (not the sentence)."""
+    return hashlib.sha1(line.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def _read_lines(path) -> List[str]:
+    return [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
 def held_out_lines(text: str, exclude: Sequence[str]) -> "tuple[str, int]":
     """``text`` without its lines that are a line of one of the ``exclude`` files (compared stripped):
     the transcripts of a split that LM weights are tuned on must not be in the LM. Returns ``(text,
@@ -65,10 +74,42 @@ def held_out_lines(text: str, exclude: Sequence[str]) -> "tuple[str, int]":
     for e in exclude:
         if not Path(e).is_file():
             raise FileNotFoundError(f"--exclude {e!r} does not exist; give transcripts, one per line (e.g. valid.wrd)")
-        held |= {ln.strip() for ln in Path(e).read_text(encoding="utf-8").splitlines() if ln.strip()}
+        held |= set(_read_lines(e))
     lines = text.splitlines()
     kept = [ln for ln in lines if ln.strip() not in held]
     return "".join(ln + "\n" for ln in kept), len(lines) - len(kept)
+
+
+def lines_seen_by_lm(lm_path, lines: Sequence[str]) -> Optional[int]:
+    """How many of ``lines`` (transcripts, e.g. of the split LM weights are tuned on) were in the text
+    the LM at ``lm_path`` was built from, as ``lm.json`` beside it records it (its ``--text`` less the
+    ``--exclude`` lines). None when that cannot be told: an LM not built by this command, or its text
+    moved or changed since."""
+    meta = Path(lm_path).parent / "lm.json"
+    try:
+        rec = json.loads(meta.read_text())
+        text = Path(rec["source_text"])
+        held = set(rec.get("held_out", []))
+        if not text.is_file() or rec.get("source_sha1") != _file_sha1(text):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    want = {ln.strip() for ln in lines if ln.strip() and _line_id(ln) not in held}
+    seen = set()
+    with open(text, encoding="utf-8") as f:
+        for ln in f:
+            ln = ln.strip()
+            if ln in want:
+                seen.add(ln)
+    return len(seen)
+
+
+def _file_sha1(path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = None, prune: str = "",
@@ -91,9 +132,16 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
     check_output_dir(out, "parp-fairseq-lm", adopt=LM_FILES)  # before the work
     key = {"text_sha1": hashlib.sha1(corpus.encode()).hexdigest(), "order": order, "prune": prune,
            "dict": Path(dict_path).read_text() if dict_path else None}
+    # where the text came from and which lines were held out (hashed): lets `parp-fairseq-sweep collect
+    # --tune-on valid` check that the LM never saw the sentences its weights are tuned on
+    provenance = {"source_text": str(text_p.resolve()), "source_sha1": _file_sha1(text_p),
+              "held_out": sorted({_line_id(ln) for e in exclude for ln in _read_lines(e)})}
     meta = out / "lm.json"
     if meta.exists() and all((out / f).exists() for f in ("lm.arpa", "lm.bin", "lexicon.txt")):
-        if json.loads(meta.read_text()) == key:
+        old = json.loads(meta.read_text())
+        if {k: old.get(k) for k in key} == key:
+            if {k: old.get(k) for k in provenance} != provenance:
+                atomic_write_text(meta, json.dumps({**key, **provenance}))
             print(f"[lm] up to date: {out}")
             return out
     lmplz, build_binary = kenlm_bin("lmplz"), kenlm_bin("build_binary")
@@ -114,7 +162,7 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
         if r.returncode != 0:
             raise RuntimeError(f"build_binary failed: {r.stderr.decode()[-1500:]}")
         (tmp / "lexicon.txt").write_text(letter_lexicon(words, dict_path))
-        (tmp / "lm.json").write_text(json.dumps(key))
+        (tmp / "lm.json").write_text(json.dumps({**key, **provenance}))
         if exclude:
             source.unlink()
     print(f"[lm] wrote {out}/lm.arpa, lm.bin, lexicon.txt ({len(set(words))} words, order {order})")
