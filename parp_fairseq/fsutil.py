@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -288,3 +289,11 @@ def _commit(tmp: Path, out: Path, tool: str, adopt) -> None:
         shutil.rmtree(trash, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (``algorithm``: a hashlib name)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import run_cli
-from ..fsutil import atomic_write_text, check_output_dir, output_dir
+from ..fsutil import atomic_write_text, check_output_dir, file_digest, output_dir
 
 LM_FILES = ("lm.arpa", "lm.bin", "lexicon.txt", "lm.json")  # what this command writes
 REPO_TOOLS = Path(__file__).resolve().parents[2] / "tools" / "kenlm" / "bin"
@@ -90,7 +90,7 @@ def lines_seen_by_lm(lm_path, lines: Sequence[str]) -> Optional[int]:
         rec = json.loads(meta.read_text())
         text = Path(rec["source_text"])
         held = set(rec.get("held_out", []))
-        if not text.is_file() or rec.get("source_sha1") != _file_sha1(text):
+        if not text.is_file() or rec.get("source_sha1") != file_digest(text, "sha1"):
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -102,14 +102,6 @@ def lines_seen_by_lm(lm_path, lines: Sequence[str]) -> Optional[int]:
             if ln in want:
                 seen.add(ln)
     return len(seen)
-
-
-def _file_sha1(path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = None, prune: str = "",
@@ -134,7 +126,7 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
            "dict": Path(dict_path).read_text() if dict_path else None}
     # where the text came from and which lines were held out (hashed): lets `parp-fairseq-sweep collect
     # --tune-on valid` check that the LM never saw the sentences its weights are tuned on
-    provenance = {"source_text": str(text_p.resolve()), "source_sha1": _file_sha1(text_p),
+    provenance = {"source_text": str(text_p.resolve()), "source_sha1": file_digest(text_p, "sha1"),
               "held_out": sorted({_line_id(ln) for e in exclude for ln in _read_lines(e)})}
     meta = out / "lm.json"
     if meta.exists() and all((out / f).exists() for f in ("lm.arpa", "lm.bin", "lexicon.txt")):

@@ -11,12 +11,12 @@ through ``model.w2v_path``), and its sha256 is checked every time it is loaded:
 ``parp-fairseq-pretrained pack CKPT OUT`` turns a pretraining checkpoint into such a file.
 """
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Dict, Optional
 
 from ..errors import CheckpointError
+from ..fsutil import file_digest
 
 HERE = Path(__file__).resolve().parent
 REGISTRY = HERE / "shipped.json"
@@ -39,11 +39,7 @@ _verified: Dict[str, tuple] = {}
 
 
 def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _fix(name: str) -> str:
