@@ -76,7 +76,7 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     # every point decoded twice: Viterbi and the KenLM lexicon beam search (its own results folder)
     kenlm = [r for r in all_rows if r["decoder"] == "kenlm"]
     assert len(kenlm) == len(rows) == 6
-    assert (work / "aa/omp_s0.5_seed1/decode/test_kenlm_w2_s-1/summary.tsv").exists()
+    assert (work / "aa/omp_s0.5_seed1/decode/test_kenlm_lm_aa_w2_s-1/summary.tsv").exists()
     assert all(float(r["WER"]) >= 0 for r in kenlm)
     assert {(r["lang"], r["method"]) for r in rows} == {
         ("aa", "dense"), ("aa", "omp"), ("aa", "parp"), ("bb", "dense"), ("bb", "parp_transfer")}
@@ -152,15 +152,17 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     assert len(tuned) == 6 and {r["lm_tuned_on"] for r in tuned} == {"valid"}
     for r in tuned:  # each model's own choice: the first lowest-WER setting of its valid grid
         d = Path(r["checkpoint"]).parent / "decode"
-        valid = [v for v in csv.DictReader(open(d / "valid_kenlm_w0,2_s-1,1/summary.tsv"), delimiter="\t")]
+        valid = [v for v in csv.DictReader(open(d / "valid_kenlm_lm_v_w0,2_s-1,1/summary.tsv"), delimiter="\t")]
         assert len(valid) == 4
         best = min(valid, key=lambda v: float(v["WER"]))
         assert (r["lm_weight"], r["word_score"]) == (best["lm_weight"], best["word_score"])
         assert float(r["tuned_WER"]) == pytest.approx(float(best["WER"]), abs=1e-3)
         # the test WER reported is the test decode with that one setting
-        test = list(csv.DictReader(open(d / f"test_kenlm_w{best['lm_weight']}_s{best['word_score']}/summary.tsv"),
+        test = list(csv.DictReader(open(d / f"test_kenlm_lm_v_w{best['lm_weight']}_s{best['word_score']}/summary.tsv"),
                                    delimiter="\t"))
         assert len(test) == 1 and float(r["WER"]) == pytest.approx(float(test[0]["WER"]), abs=1e-3)
+        # the decodes with the other LM (the first collect's) are kept in their own folder, not overwritten
+        assert (d / "test_kenlm_lm_aa_w2_s-1" / "summary.tsv").exists()
     md = (work / "results.md").read_text()
     assert "chosen per model by its WER on valid from lm weight 0,2 x word score -1,1" in md
     assert "| method | mask from | sparsity | lm weight | word score | valid WER |" in md

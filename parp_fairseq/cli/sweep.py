@@ -545,7 +545,8 @@ def _decode(p: Dict, data: Path, split: str, lm: Optional[Dict] = None) -> List[
     ckpt = p.get("decoded", p["checkpoint"])
     if lm is not None:
         weights, scores = ([x] if isinstance(x, (int, float)) else list(x) for x in (lm["lm_weight"], lm["word_score"]))
-    tag = "viterbi" if lm is None else f"kenlm_w{_grid_tag(weights)}_s{_grid_tag(scores)}"
+    # the LM's folder in the name too: decodes with another LM (a tuning LM beside the usual one) keep their own
+    tag = "viterbi" if lm is None else f"kenlm_{Path(lm['lm']).parent.name}_w{_grid_tag(weights)}_s{_grid_tag(scores)}"
     out = p["dir"] / "decode" / f"{split}_{tag}{'_sliced' if ckpt != p['checkpoint'] else ''}"
     extra = [] if lm is None else ["--decoder", "kenlm", "--lm", lm["lm"], "--lexicon", lm["lexicon"],
                                    "--lm-weight", *(f"{w:g}" for w in weights),
