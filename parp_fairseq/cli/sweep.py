@@ -543,14 +543,13 @@ def _decode(p: Dict, data: Path, split: str, lm: Optional[Dict] = None) -> List[
     from . import decode as decode_cli
 
     ckpt = p.get("decoded", p["checkpoint"])
-    if lm is not None:
-        weights, scores = ([x] if isinstance(x, (int, float)) else list(x) for x in (lm["lm_weight"], lm["word_score"]))
     # the LM's folder in the name too: decodes with another LM (a tuning LM beside the usual one) keep their own
-    tag = "viterbi" if lm is None else f"kenlm_{Path(lm['lm']).parent.name}_w{_grid_tag(weights)}_s{_grid_tag(scores)}"
+    tag = "viterbi" if lm is None else (f"kenlm_{Path(lm['lm']).parent.name}_w{_grid_tag(lm['lm_weight'])}"
+                                        f"_s{_grid_tag(lm['word_score'])}")
     out = p["dir"] / "decode" / f"{split}_{tag}{'_sliced' if ckpt != p['checkpoint'] else ''}"
     extra = [] if lm is None else ["--decoder", "kenlm", "--lm", lm["lm"], "--lexicon", lm["lexicon"],
-                                   "--lm-weight", *(f"{w:g}" for w in weights),
-                                   "--word-score", *(f"{w:g}" for w in scores)]
+                                   "--lm-weight", *(f"{w:g}" for w in lm["lm_weight"]),
+                                   "--word-score", *(f"{w:g}" for w in lm["word_score"])]
     # none yet, or of an older checkpoint / LM
     if not decode_cli.results_are_current(out, ckpt, *((lm["lm"], lm["lexicon"]) if lm else ())):
         if decode_cli.main(["--checkpoint", str(ckpt), "--data", str(data), "--split", split,
@@ -560,14 +559,14 @@ def _decode(p: Dict, data: Path, split: str, lm: Optional[Dict] = None) -> List[
 
 
 def _kenlm_setting(p: Dict, data: Path, lm: Dict) -> Dict:
-    """The KenLM setting a point is reported with: the one given, or (``tune_on``) the lm weight and word
-    score of the grid with the lowest WER on that split for THIS model (ties: the first in the order
-    given), as wav2letter / fairseq recipes tune on dev."""
+    """The KenLM setting a point is reported with (one lm weight, one word score, still as lists): the one
+    given, or (``tune_on``) the one of the grid with the lowest WER on that split for THIS model (ties: the
+    first in the order given; ``tuned_WER`` that WER), as wav2letter / fairseq recipes tune on dev."""
     if not lm.get("tune_on"):
-        return {**lm, "lm_weight": lm["lm_weight"][0], "word_score": lm["word_score"][0]}
+        return lm  # one value each: checked by _lm_settings
     rows = _decode(p, data, lm["tune_on"], lm)
     best = min(rows, key=lambda r: float(r["WER"]))  # min keeps the first of equals
-    return {**lm, "lm_weight": float(best["lm_weight"]), "word_score": float(best["word_score"]),
+    return {**lm, "lm_weight": [float(best["lm_weight"])], "word_score": [float(best["word_score"])],
             "tuned_WER": float(best["WER"])}
 
 
@@ -1002,10 +1001,10 @@ def _collect(args, work: Path, log) -> int:
                              "WER": float(r["WER"]) if r["WER"] != "-" else "-",
                              "unit_error": float(r[unit]), "transformer_params": p["params"],
                              "mask_iou_init": p["mask_iou_init"], "checkpoint": str(p["decoded"]),
-                             "lm_weight": f"{kl['lm_weight']:g}" if kl else "-",
-                             "word_score": f"{kl['word_score']:g}" if kl else "-",
-                             "lm_tuned_on": (kl.get("tune_on") or "-") if kl else "-",
-                             "tuned_WER": kl["tuned_WER"] if kl and "tuned_WER" in kl else "-"})
+                             "lm_weight": f"{kl['lm_weight'][0]:g}" if kl else "-",
+                             "word_score": f"{kl['word_score'][0]:g}" if kl else "-",
+                             "lm_tuned_on": (kl["tune_on"] or "-") if kl else "-",
+                             "tuned_WER": kl.get("tuned_WER", "-") if kl else "-"})
     cols = ["lang", "method", "mask_from", "target_sparsity", "actual_sparsity", "seed", "split", "decoder", "WER",
             "unit", "unit_error", "transformer_params", "mask_iou_init", "checkpoint", "lm_weight", "word_score",
             "lm_tuned_on", "tuned_WER"]

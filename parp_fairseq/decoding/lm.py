@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import run_cli
-from ..fsutil import atomic_write_text, check_output_dir, file_digest, output_dir
+from ..fsutil import atomic_write_text, check_output_dir, output_dir
 
 LM_FILES = ("lm.arpa", "lm.bin", "lexicon.txt", "lm.json")  # what this command writes
 REPO_TOOLS = Path(__file__).resolve().parents[2] / "tools" / "kenlm" / "bin"
@@ -62,46 +62,49 @@ def _line_id(line: str) -> str:
     return hashlib.sha1(line.strip().encode("utf-8")).hexdigest()[:16]
 
 
-def _read_lines(path) -> List[str]:
-    return [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+def _held_lines(exclude: Sequence[str]) -> "set[str]":
+    """The stripped, non-empty lines of the ``exclude`` files (transcripts to keep out of the LM)."""
+    held = set()
+    for e in exclude:
+        if not Path(e).is_file():
+            raise FileNotFoundError(f"--exclude {e!r} does not exist; give transcripts, one per line (e.g. valid.wrd)")
+        held |= {ln.strip() for ln in Path(e).read_text(encoding="utf-8").splitlines() if ln.strip()}
+    return held
+
+
+def _without(text: str, held: "set[str]") -> "tuple[str, int]":
+    lines = text.splitlines()
+    kept = [ln for ln in lines if ln.strip() not in held]
+    return "".join(ln + "\n" for ln in kept), len(lines) - len(kept)
 
 
 def held_out_lines(text: str, exclude: Sequence[str]) -> "tuple[str, int]":
     """``text`` without its lines that are a line of one of the ``exclude`` files (compared stripped):
     the transcripts of a split that LM weights are tuned on must not be in the LM. Returns ``(text,
     number of lines left out)``."""
-    held = set()
-    for e in exclude:
-        if not Path(e).is_file():
-            raise FileNotFoundError(f"--exclude {e!r} does not exist; give transcripts, one per line (e.g. valid.wrd)")
-        held |= set(_read_lines(e))
-    lines = text.splitlines()
-    kept = [ln for ln in lines if ln.strip() not in held]
-    return "".join(ln + "\n" for ln in kept), len(lines) - len(kept)
+    return _without(text, _held_lines(exclude))
 
 
 def lines_seen_by_lm(lm_path, lines: Sequence[str]) -> Optional[int]:
     """How many of ``lines`` (transcripts, e.g. of the split LM weights are tuned on) were in the text
     the LM at ``lm_path`` was built from, as ``lm.json`` beside it records it (its ``--text`` less the
     ``--exclude`` lines). None when that cannot be told: an LM not built by this command, or its text
-    moved or changed since."""
-    meta = Path(lm_path).parent / "lm.json"
+    moved or changed since (its sha1 is checked in the same pass that reads it)."""
     try:
-        rec = json.loads(meta.read_text())
-        text = Path(rec["source_text"])
+        rec = json.loads((Path(lm_path).parent / "lm.json").read_text())
+        text, want_sha1 = Path(rec["source_text"]), rec["source_sha1"]
         held = set(rec.get("held_out", []))
-        if not text.is_file() or rec.get("source_sha1") != file_digest(text, "sha1"):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
+        want = {ln.strip() for ln in lines if ln.strip() and _line_id(ln) not in held}
+        seen, h = set(), hashlib.sha1()
+        with open(text, "rb") as f:
+            for raw in f:
+                h.update(raw)
+                ln = raw.decode("utf-8").strip()
+                if ln in want:
+                    seen.add(ln)
+    except (OSError, ValueError, KeyError, TypeError):  # no / foreign lm.json, text gone or not UTF-8
         return None
-    want = {ln.strip() for ln in lines if ln.strip() and _line_id(ln) not in held}
-    seen = set()
-    with open(text, encoding="utf-8") as f:
-        for ln in f:
-            ln = ln.strip()
-            if ln in want:
-                seen.add(ln)
-    return len(seen)
+    return len(seen) if h.hexdigest() == want_sha1 else None
 
 
 def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = None, prune: str = "",
@@ -113,9 +116,11 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
         raise FileNotFoundError(f"LM text {text!r} does not exist")
     if order < 2:
         raise ValueError(f"--order {order}: flashlight's KenLM rejects unigram models; use >= 2")
-    corpus = text_p.read_text(encoding="utf-8")
+    raw = text_p.read_bytes()  # read once: the LM's text and the sha1 lm.json records of it
+    corpus = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text's universal newlines
+    held = _held_lines(exclude)
     if exclude:
-        corpus, left_out = held_out_lines(corpus, exclude)
+        corpus, left_out = _without(corpus, held)
         print(f"[lm] left out {left_out} line(s) of {text} that are in {', '.join(exclude)}", flush=True)
     words = corpus.split()
     if not words:
@@ -126,8 +131,8 @@ def build(text: str, out_dir: str, order: int = 3, dict_path: Optional[str] = No
            "dict": Path(dict_path).read_text() if dict_path else None}
     # where the text came from and which lines were held out (hashed): lets `parp-fairseq-sweep collect
     # --tune-on valid` check that the LM never saw the sentences its weights are tuned on
-    provenance = {"source_text": str(text_p.resolve()), "source_sha1": file_digest(text_p, "sha1"),
-              "held_out": sorted({_line_id(ln) for e in exclude for ln in _read_lines(e)})}
+    provenance = {"source_text": str(text_p.resolve()), "source_sha1": hashlib.sha1(raw).hexdigest(),
+                  "held_out": sorted(_line_id(ln) for ln in held)}
     meta = out / "lm.json"
     if meta.exists() and all((out / f).exists() for f in ("lm.arpa", "lm.bin", "lexicon.txt")):
         old = json.loads(meta.read_text())
