@@ -96,3 +96,50 @@ def test_diagnostics_in_fairseq_logs_and_checkpoints(corpus, pretrained, tmp_pat
     diag = torch_load(tmp_path / "checkpoint_last.pt")["task_state"]["parp_pruning"]["diagnostics"]
     assert {"mask_flip", "mask_iou_init", "loss_before_reprune", "loss_after_reprune"} <= set(diag)
     assert 0 <= diag["mask_flip"] <= 1 and 0 < diag["mask_iou_init"] <= 1
+
+
+def _valid_metrics(log: str) -> list:
+    """``{name: value}`` of every fairseq ``valid on 'valid' subset`` line (simple log format)."""
+    import re
+
+    return [{k: float(v) for k, v in re.findall(r"\| (\w+) ([-0-9.]+)", ln)}
+            for ln in log.splitlines() if "| valid on 'valid' subset" in ln]
+
+
+def test_after_reprune_metrics_are_those_of_the_saved_checkpoint(corpus, pretrained, tmp_path):
+    """validate-then-re-prune (the official order): fairseq's own valid metrics are the regrown
+    weights', ``*_after_reprune`` those of the re-pruned model every checkpoint holds, so
+    ``checkpoint.best_checkpoint_metric=loss_after_reprune`` picks checkpoint_best by what it keeps."""
+    import subprocess
+
+    import parp_fairseq
+
+    out = hydra_train("configs/finetune", "tiny", tmp_path, f"task.data={corpus}", f"model.w2v_path={pretrained}",
+                      "pruning=parp", "model.pruning.sparsity=0.7", "model.pruning.reprune_interval=0",
+                      "model.pruning.reprune_interval_epochs=1", "model.pruning.validate_before_reprune=true",
+                      "optimization.max_update=100", "optimization.max_epoch=3", "optimization.lr=[0.005]",
+                      "dataset.validate_interval=1", "dataset.validate_interval_updates=0",
+                      "checkpoint.save_interval_updates=0", "checkpoint.save_interval=1",
+                      "checkpoint.best_checkpoint_metric=loss_after_reprune")
+    valid = _valid_metrics(out.stdout + out.stderr)
+    assert len(valid) == 3, (out.stdout + out.stderr)[-3000:]
+    for v in valid:
+        assert {"uer_after_reprune", "uer_before_reprune", "wer_after_reprune", "wer_before_reprune"} <= set(v), v
+        # the live (validated) weights are the regrown ones: fairseq's loss / uer are the "before" side
+        assert v["loss"] == v["loss_before_reprune"] and v["uer"] == v["uer_before_reprune"], v
+        assert v["loss_after_reprune"] != v["loss_before_reprune"], v
+    # fairseq's checkpoint_best bookkeeping follows the re-pruned side
+    best = torch_load(tmp_path / "checkpoint_best.pt")["extra_state"]["best"]
+    assert best == pytest.approx(min(v["loss_after_reprune"] for v in valid), abs=1e-3)
+    diag = torch_load(tmp_path / "checkpoint_last.pt")["task_state"]["parp_pruning"]["diagnostics"]
+    assert diag["uer_after_reprune"] == pytest.approx(valid[-1]["uer_after_reprune"], abs=1e-3)
+    # stock fairseq-validate on the saved checkpoint measures the "after" side, not fairseq's own line
+    r = subprocess.run(["fairseq-validate", str(corpus), "--user-dir", parp_fairseq.USER_DIR,
+                        "--task", "parp_audio_finetuning", "--labels", "ltr",
+                        "--path", str(tmp_path / "checkpoint_last.pt"), "--valid-subset", "valid", "--cpu",
+                        "--max-tokens", "200000", "--required-batch-size-multiple", "1"],  # tiny.yaml's batching
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (again,) = _valid_metrics(r.stdout + r.stderr)
+    assert again["loss"] == pytest.approx(valid[-1]["loss_after_reprune"], abs=2e-3), (again, valid[-1])
+    assert again["uer"] == pytest.approx(valid[-1]["uer_after_reprune"], abs=1e-3), (again, valid[-1])

@@ -52,10 +52,12 @@ def test_two_process_gloo_masks_identical_after_reprunes_and_resume(corpus, pret
             "checkpoint.save_interval_updates=5"]
     if method == "parp_structured":  # whole neurons and heads, half of each layer's
         args += ["model.pruning.granularity=neuron+head", "model.pruning.ranking=tensor"]
-    if method.startswith("parp"):
-        args.append("model.pruning.reprune_interval=3")
+    if method.startswith("parp"):  # checkpoint_best chosen by the re-pruned side, summed over both ranks
+        args += ["model.pruning.reprune_interval=3", "checkpoint.best_checkpoint_metric=uer_after_reprune"]
     out0, _ = _run_ddp(tmp_path, *args, "optimization.max_update=10")
     assert out0.count("masks identical on all 2 ranks") >= 2  # at updates 5 and 10
+    if method.startswith("parp"):
+        assert out0.count("uer_after_reprune") >= 2 and "best_uer_after_reprune" in out0
     assert "sparsity=0.5" in out0
     mid = _load(tmp_path / "checkpoint_last.pt")
     _assert_exact(mid, 0.5)

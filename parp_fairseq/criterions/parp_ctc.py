@@ -1,14 +1,36 @@
 """``parp_ctc``: fairseq's CTC criterion that also logs the model's sparsity."""
 
 
+import functools
 import math
 from dataclasses import dataclass
 
 from fairseq import metrics
+from fairseq.logging.meters import safe_round
 from fairseq.criterions import register_criterion
 from fairseq.criterions.ctc import CtcCriterion, CtcCriterionConfig
 
 from ..tasks.parp_audio_finetuning import unwrap
+
+
+def _log_reprune_side(logging_outputs, suffix: str, sample_size: int) -> None:
+    """``loss<suffix>`` (base 2, as fairseq's ``loss``) and ``uer`` / ``wer`` / ``raw_wer<suffix>``
+    from the error counts, derived like :class:`CtcCriterion`'s."""
+    if not any(f"loss{suffix}" in log for log in logging_outputs):
+        return
+    if sample_size:
+        metrics.log_scalar(f"loss{suffix}", sum(log.get(f"loss{suffix}", 0) for log in logging_outputs)
+                           / sample_size / math.log(2), sample_size, round=3)
+    for k in ("c_errors", "c_total", "w_errors", "wv_errors", "w_total"):
+        metrics.log_scalar(f"_{k}{suffix}", sum(log.get(f"{k}{suffix}", 0) for log in logging_outputs))
+    for name, errors, total in (("uer", "c_errors", "c_total"), ("wer", "w_errors", "w_total"),
+                                ("raw_wer", "wv_errors", "w_total")):
+        if sum(log.get(f"{total}{suffix}", 0) for log in logging_outputs) > 0:
+            metrics.log_derived(f"{name}{suffix}", functools.partial(_rate, f"_{errors}{suffix}", f"_{total}{suffix}"))
+
+
+def _rate(errors: str, total: str, meters) -> float:
+    return safe_round(meters[errors].sum * 100.0 / meters[total].sum, 3) if meters[total].sum > 0 else float("nan")
 
 
 @dataclass
@@ -47,10 +69,8 @@ class ParpCtcCriterion(CtcCriterion):
             # identical on every worker and micro-batch; priority puts them at the end of the log line
             metrics.log_scalar(k, sum(log.get(k, 0) for log in logging_outputs) / n, priority=300, round=4)
         sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
-        for k in ("loss_before_reprune", "loss_after_reprune"):  # PARP validations, as fairseq's `loss`
-            if sample_size and any(k in log for log in logging_outputs):
-                metrics.log_scalar(k, sum(log.get(k, 0) for log in logging_outputs) / sample_size / math.log(2),
-                                   sample_size, round=3)
+        for side in ("before", "after"):  # PARP validations (the task's valid_step), as fairseq's own
+            _log_reprune_side(logging_outputs, f"_{side}_reprune", sample_size)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -119,8 +119,9 @@ class PruningConfig(FairseqDataclass):
     )
     log_reprune_loss: bool = field(
         default=True,
-        metadata={"help": "PARP: at a validation that comes with a re-prune, also compute the validation "
-                          "loss of the other side (loss_before_reprune / loss_after_reprune)"},
+        metadata={"help": "PARP: at a validation that comes with a re-prune, also validate the other "
+                          "side (logged as loss / uer / wer _before_reprune and _after_reprune; "
+                          "best_checkpoint_metric=wer_after_reprune needs it with validate_before_reprune)"},
     )
     ramp_updates: int = field(
         default=0,
@@ -458,6 +459,12 @@ class ParpWav2VecCtc(Wav2VecCtc):
             return False
         self.reprune(self.sparsity_at(self.num_updates))
         return True
+
+    @property
+    def at_target(self) -> bool:
+        """True when the live weights are those a checkpoint saved now would hold (no PARP regrowth
+        since the last re-prune)."""
+        return not self._off_target
 
     def prepare_for_evaluation(self) -> None:
         """Bring a PARP model to its target sparsity (same result on every rank), then check

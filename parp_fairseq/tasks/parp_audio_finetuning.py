@@ -93,16 +93,24 @@ def zero_fp32_master_copies(optimizer, masker) -> None:
                 p32.data.mul_(masks[id(p)].to(p32.dtype))
 
 
-def _last_valid_reprune_losses() -> dict:
-    """``loss_before_reprune`` / ``loss_after_reprune`` of the last validation (fairseq saves a
-    checkpoint right after validating), where they were logged."""
+#: validation logging keys that PARP also records for the other side of a re-prune
+REPRUNE_LOG_KEYS = ("loss", "c_errors", "c_total", "w_errors", "wv_errors", "w_total")
+#: the metrics ``parp_ctc`` derives from them (``<metric>_before_reprune`` / ``<metric>_after_reprune``)
+REPRUNE_METRICS = ("loss", "uer", "wer", "raw_wer")
+
+
+def _last_valid_reprune_metrics() -> dict:
+    """``loss`` / ``uer`` / ``wer`` / ``raw_wer`` ``_before_reprune`` / ``_after_reprune`` of the last
+    validation (fairseq saves a checkpoint right after validating), where they were logged."""
     from fairseq.logging import metrics
 
     try:
         vals = metrics.get_smoothed_values("valid")
     except KeyError:
         return {}
-    return {k: float(vals[k]) for k in ("loss_before_reprune", "loss_after_reprune") if k in vals}
+    keys = [f"{m}_{side}_reprune" for m in REPRUNE_METRICS for side in ("before", "after")]
+    out = {k: float(vals[k]) for k in keys if vals.get(k) is not None}
+    return {k: v for k, v in out.items() if not math.isnan(v)}  # not logged at this validation
 
 
 @register_task("parp_audio_finetuning", dataclass=ParpAudioFinetuningConfig)
@@ -188,11 +196,16 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def valid_step(self, sample, model, criterion):
-        """Stock validation; around a PARP re-prune (``log_reprune_loss``) also the loss of the other
-        side, logged as ``loss_before_reprune`` / ``loss_after_reprune``."""
+        """Stock validation. PARP also logs ``<key>_after_reprune`` (the model at its target
+        sparsity: what a checkpoint saved now holds) and, at a validation that comes with a re-prune
+        (``log_reprune_loss``), ``<key>_before_reprune`` (the regrown weights), one of them computed
+        beside the stock pass; ``parp_ctc`` turns them into ``loss`` / ``uer`` / ``wer`` metrics."""
         loss, sample_size, log = super().valid_step(sample, model, criterion)
         m = _pruned(model)
-        if m is not None and m.reprune_stash is not None:
+        if m is None or m.masker is None or m.masker.mode != "adjust":
+            return loss, sample_size, log
+        keys = [k for k in REPRUNE_LOG_KEYS if k in log]
+        if m.reprune_stash is not None:
             m.swap_stash()
             try:
                 _, _, other = super().valid_step(sample, model, criterion)
@@ -200,8 +213,12 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
                 m.swap_stash()
             side = m.stash_side
             live = "after" if side == "before" else "before"
-            log[f"loss_{side}_reprune"] = other["loss"]
-            log[f"loss_{live}_reprune"] = log["loss"]
+            for k in keys:
+                log[f"{k}_{side}_reprune"] = other[k]
+                log[f"{k}_{live}_reprune"] = log[k]
+        elif m.at_target:
+            for k in keys:
+                log[f"{k}_after_reprune"] = log[k]
         return loss, sample_size, log
 
     def optimizer_step(self, optimizer, model, update_num):
@@ -214,6 +231,11 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
         super().begin_valid_epoch(epoch, model)
         m = _pruned(model)
         if m is not None:
+            from fairseq.logging import metrics
+
+            # fairseq's "valid" aggregator spans every validation of the run (never reset): reset it so
+            # that the re-prune metrics written into checkpoints are those of THIS validation
+            metrics.reset_meters("valid")
             m.prepare_for_evaluation()
 
     def state_dict(self):
@@ -225,6 +247,6 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
                 "target_sparsity": model.target_sparsity,
                 "num_updates": model.num_updates,
                 "sparsity": model.saved_sparsity_stats(),
-                "diagnostics": {**model.pruning_diagnostics(), **_last_valid_reprune_losses()},
+                "diagnostics": {**model.pruning_diagnostics(), **_last_valid_reprune_metrics()},
             }
         return sd
