@@ -116,6 +116,17 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     assert out.stat().st_size > 1000
     assert {r["label"] for r in csv.DictReader(open(tmp_path / "curves.tsv"), delimiter="\t")} == {"first", "sweep"}
     assert sweep_cli.main(["curves", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    # any runs' curves, several metrics: PARP's re-pruned side (what its checkpoints keep) next to fairseq's own
+    out = tmp_path / "parp_curves.png"
+    assert sweep_cli.main(["curves", str(work), "--runs", "parp_s0.5_seed*", "--metric", "uer", "uer_after_reprune",
+                           "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    parp = list(csv.DictReader(open(tmp_path / "parp_curves.tsv"), delimiter="\t"))
+    logged = [ln for ln in (work / "aa/parp_s0.5_seed1/train.log").read_text().splitlines() if "][valid]" in ln]
+    assert {r["run"] for r in parp} == {"parp_s0.5_seed1"} and len(parp) == len(logged)
+    for key in ("uer", "uer_after_reprune"):
+        assert float(parp[-1][key]) == pytest.approx(float(re.search(rf"\| {key} ([0-9.]+)", logged[-1]).group(1)))
+    assert sweep_cli.main(["curves", str(work), "--runs", "imp_*", "--out", str(out)]) == 2
     assert sweep_cli.main(["curves", str(work), "--out", str(tmp_path / "curves.tsv")]) == 2  # would clobber
     # KenLM decoding needs both files, and letters
     assert sweep_cli.main(["collect", "--workdir", str(work), "--lm", str(lm / "lm.bin")]) == 2

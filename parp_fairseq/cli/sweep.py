@@ -32,7 +32,8 @@ the reference converged?) and, with ``--results-md``, a section of that file wit
 that produced them. With ``--lm`` and ``--lexicon`` (letter sweeps) every point is also decoded by the
 KenLM lexicon beam search: ``decoder=kenlm`` rows, a WER table of both decoders and
 ``<lang>_wer_kenlm_vs_sparsity.png``. ``curves`` puts the dense curves of several work folders in one
-plot (a learning-rate sweep). ``cost`` pools the ``results.tsv`` of several sweeps (slices of a study run in
+plot (a learning-rate sweep), or those of other runs (``--runs 'parp_s0.9_seed*'``) and several metrics
+(``--metric uer_before_reprune uer_after_reprune``: PARP's regrown vs re-pruned weights). ``cost`` pools the ``results.tsv`` of several sweeps (slices of a study run in
 different sessions): each pruned point minus the dense model of its own file and seed, mean +- std per
 method and sparsity, as a plot, TSV and markdown table (``--versus omp``: each method minus OMP's point of
 the same file, seed and sparsity instead, PARP - OMP per seed). ``merge`` puts the rows of several ``results.tsv``
@@ -607,44 +608,52 @@ def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path, decode
     plt.close(fig)
 
 
-def dense_curves(series: Dict[str, List[Path]], metric: str, path: Path, tsv: Optional[Path] = None) -> int:
-    """Validation ``metric`` (fairseq's valid summaries, e.g. ``uer`` or ``loss``) over updates of
-    training runs: ``series`` maps a label to its run folders (one per seed, each with the ``train.log``
-    that ``run`` writes); one line per label, mean +- std over its runs where all have the update.
-    Writes ``path`` (PNG) and ``tsv`` (label, run, num_updates, value); returns the number of curves."""
+def dense_curves(series: Dict[str, List[Path]], metric, path: Path, tsv: Optional[Path] = None) -> int:
+    """Validation ``metric`` (fairseq's valid summaries, e.g. ``uer`` or ``loss``; or a list of them,
+    e.g. PARP's ``uer_before_reprune uer_after_reprune``) over updates of training runs: ``series`` maps a
+    label to its run folders (one per seed, each with the ``train.log`` that ``run`` writes); one line per
+    label and metric, mean +- std over its runs where all have the update. Writes ``path`` (PNG) and
+    ``tsv`` (label, run, num_updates, one column per metric); returns the number of curves."""
     from ..reporting import fairseq_log_curve, pyplot
 
+    names = [metric] if isinstance(metric, str) else list(metric)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    lines, n = [], 0
-    for label, dirs in series.items():
-        per_run = {}
-        for d in dirs:
-            if (d / "train.log").exists():
-                pts = {u: v for split, u, v in fairseq_log_curve(d / "train.log", metric) if split == "valid"}
-                if pts:
-                    per_run[d] = pts
-                    lines += [f"{label}\t{d.name}\t{u}\t{v:.4f}\n" for u, v in sorted(pts.items())]
-        if not per_run:
-            continue
-        ups = sorted(set.intersection(*(set(p) for p in per_run.values())))
-        stats = [mean_std([p[u] for p in per_run.values()]) for u in ups]
-        ax.errorbar(ups, [m for m, _ in stats], yerr=[sd for _, sd in stats], marker="o", ms=3, capsize=2,
-                    label=f"{label} (n={len(per_run)})")
-        n += 1
+    rows, n = {}, 0
+    for i, (label, dirs) in enumerate(series.items()):
+        for j, name in enumerate(names):
+            per_run = {}
+            for d in dirs:
+                if (d / "train.log").exists():
+                    pts = {u: v for split, u, v in fairseq_log_curve(d / "train.log", name) if split == "valid"}
+                    if pts:
+                        per_run[d] = pts
+                        for u, v in pts.items():
+                            rows.setdefault((label, d.name, u), {})[name] = v
+            if not per_run:
+                continue
+            ups = sorted(set.intersection(*(set(p) for p in per_run.values())))
+            stats = [mean_std([p[u] for p in per_run.values()]) for u in ups]
+            ax.errorbar(ups, [m for m, _ in stats], yerr=[sd for _, sd in stats], marker="o", ms=3, capsize=2,
+                        color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[j % 4],
+                        label=f"{label}{f' {name}' if len(names) > 1 else ''} (n={len(per_run)})")
+            n += 1
     ax.set_xlabel("updates")
-    ax.set_ylabel(f"valid {metric}")
-    ax.set_title(f"validation {metric} over updates (mean +- std over seeds)", fontsize=9)
+    ax.set_ylabel(f"valid {names[0] if len(names) == 1 else ' / '.join(names)}", fontsize=8 if len(names) > 1 else None)
+    ax.set_title(f"validation {' / '.join(names)} over updates (mean +- std over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
     if n:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7 if len(names) > 1 else 8)
     fig.tight_layout()
     if n:
         from ..fsutil import atomic_write
 
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))  # never half a PNG
         if tsv is not None:
-            atomic_write_text(tsv, "label\trun\tnum_updates\t" + metric + "\n" + "".join(lines))
+            lines = [f"{lb}\t{run}\t{u}\t" + "\t".join(f"{vals[k]:.4f}" if k in vals else "-" for k in names) + "\n"
+                     for (lb, run, u), vals in sorted(rows.items(), key=lambda kv: (list(series).index(kv[0][0]),
+                                                                                  kv[0][1], kv[0][2]))]
+            atomic_write_text(tsv, "label\trun\tnum_updates\t" + "\t".join(names) + "\n" + "".join(lines))
     plt.close(fig)
     return n
 
@@ -723,8 +732,9 @@ def _lm_for(lm: Optional[Dict], lang: str) -> Optional[Dict]:
 
 
 def curves(args, log=print) -> int:
-    """``curves``: the dense validation curves of several sweep work folders in one plot (e.g. a
-    learning-rate sweep: one work folder per rate)."""
+    """``curves``: the validation curves of several sweep work folders in one plot (e.g. a
+    learning-rate sweep: one work folder per rate): the dense runs, or those ``--runs`` names (e.g.
+    ``'parp_s0.9_seed*'`` with ``--metric uer_before_reprune uer_after_reprune``)."""
     series = {}
     for w in args.workdirs:
         label, _, path = w.rpartition("=") if "=" in w else (Path(w).name, "", w)
@@ -732,17 +742,18 @@ def curves(args, log=print) -> int:
         if not work.is_dir():
             raise FileNotFoundError(f"{work} does not exist; run `parp-fairseq-sweep run` first")
         # finished or still running (a curve is worth watching while it grows)
-        dirs = [d for d in sorted(work.glob("*/dense_seed*")) if (d / "train.log").exists()
+        dirs = [d for d in sorted(work.glob(f"*/{args.runs}")) if (d / "train.log").exists()
                 and args.lang in (None, d.parent.name)]
         if not dirs:
-            raise FileNotFoundError(f"no dense runs (<lang>/dense_seed*/train.log) under {work}")
+            raise FileNotFoundError(f"no runs <lang>/{args.runs}/train.log under {work}"
+                                    f"{f' (language {args.lang})' if args.lang else ''}")
         series[label] = dirs
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out}: give a .png file name (the table goes beside it as {out.stem}.tsv)")
     n = dense_curves(series, args.metric, out, out.with_suffix(".tsv"))
     if not n:
-        raise ValueError(f"no validation {args.metric!r} found in the train.log of those runs")
+        raise ValueError(f"no validation {' / '.join(args.metric)} found in the train.log of those runs")
     log(f"[sweep] wrote {out} and {out.with_suffix('.tsv')} ({n} curves)")
     return 0
 
@@ -1213,11 +1224,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "the --lm-weight x --word-score grid, then report test with that choice; the LM must not "
                         "have seen SPLIT's transcripts (parp-fairseq-lm --exclude DATA/LANG/SPLIT.wrd), checked "
                         "where lm.json tells")
-    v = sub.add_parser("curves", help="dense validation curves of several work folders in one plot")
+    v = sub.add_parser("curves", help="validation curves (dense runs by default) of several work folders in one plot")
     v.add_argument("workdirs", nargs="+", metavar="[LABEL=]WORKDIR")
     v.add_argument("--out", required=True, help="PNG to write (and the same name .tsv)")
-    v.add_argument("--metric", default="uer", help="a fairseq valid metric: uer, wer, loss")
-    v.add_argument("--lang", default=None, help="only this language's dense runs")
+    v.add_argument("--metric", nargs="+", default=["uer"],
+                   help="fairseq valid metrics, one line each: uer, wer, loss; PARP also logs them with "
+                        "_before_reprune (regrown weights) and _after_reprune (the re-pruned model it keeps)")
+    v.add_argument("--runs", default="dense_seed*",
+                   help="run folders to plot, a glob under each language folder (default: the dense runs; "
+                        "e.g. 'parp_s0.9_seed*': one curve over the seeds of one point)")
+    v.add_argument("--lang", default=None, help="only this language's runs")
     k = sub.add_parser("cost", help="pruned minus dense (or --versus METHOD) error per seed, pooled over "
                                         "several results.tsv")
     k.add_argument("results", nargs="+", help="results.tsv files of `collect` (each paired within itself)")
