@@ -640,7 +640,8 @@ def dense_curves(series: Dict[str, List[Path]], metric, path: Path, tsv: Optiona
             n += 1
     ax.set_xlabel("updates")
     ax.set_ylabel(f"valid {names[0] if len(names) == 1 else ' / '.join(names)}", fontsize=8 if len(names) > 1 else None)
-    ax.set_title(f"validation {' / '.join(names)} over updates (mean +- std over seeds)", fontsize=9)
+    ax.set_title(f"validation {' / '.join(names)} over updates{chr(10) if len(names) > 1 else ' '}"
+                 "(mean +- std over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
     if n:
         ax.legend(fontsize=7 if len(names) > 1 else 8)
