@@ -127,6 +127,7 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     for key in ("uer", "uer_after_reprune"):
         assert float(parp[-1][key]) == pytest.approx(float(re.search(rf"\| {key} ([0-9.]+)", logged[-1]).group(1)))
     assert sweep_cli.main(["curves", str(work), "--runs", "imp_*", "--out", str(out)]) == 2
+    assert sweep_cli.main(["curves", "x", "--metric", "uer", str(work), "--out", str(out)]) == 2  # a folder as metric
     assert sweep_cli.main(["curves", str(work), "--out", str(tmp_path / "curves.tsv")]) == 2  # would clobber
     # KenLM decoding needs both files, and letters
     assert sweep_cli.main(["collect", "--workdir", str(work), "--lm", str(lm / "lm.bin")]) == 2

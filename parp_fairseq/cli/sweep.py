@@ -736,6 +736,12 @@ def curves(args, log=print) -> int:
     """``curves``: the validation curves of several sweep work folders in one plot (e.g. a
     learning-rate sweep: one work folder per rate): the dense runs, or those ``--runs`` names (e.g.
     ``'parp_s0.9_seed*'`` with ``--metric uer_before_reprune uer_after_reprune``)."""
+    import re
+
+    bad = [m for m in args.metric if not re.fullmatch(r"\w+", m)]
+    if bad:
+        raise ValueError(f"--metric {' '.join(bad)}: not a fairseq metric name (uer, loss_after_reprune, ...); "
+                         "give the work folders before --metric")
     series = {}
     for w in args.workdirs:
         label, _, path = w.rpartition("=") if "=" in w else (Path(w).name, "", w)
