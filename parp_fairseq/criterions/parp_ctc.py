@@ -10,7 +10,7 @@ from fairseq.logging.meters import safe_round
 from fairseq.criterions import register_criterion
 from fairseq.criterions.ctc import CtcCriterion, CtcCriterionConfig
 
-from ..tasks.parp_audio_finetuning import unwrap
+from ..tasks.parp_audio_finetuning import REPRUNE_COUNT_KEYS, unwrap
 
 
 def _log_reprune_side(logging_outputs, suffix: str, sample_size: int) -> None:
@@ -21,7 +21,7 @@ def _log_reprune_side(logging_outputs, suffix: str, sample_size: int) -> None:
     if sample_size:
         metrics.log_scalar(f"loss{suffix}", sum(log.get(f"loss{suffix}", 0) for log in logging_outputs)
                            / sample_size / math.log(2), sample_size, round=3)
-    for k in ("c_errors", "c_total", "w_errors", "wv_errors", "w_total"):
+    for k in REPRUNE_COUNT_KEYS:
         metrics.log_scalar(f"_{k}{suffix}", sum(log.get(f"{k}{suffix}", 0) for log in logging_outputs))
     for name, errors, total in (("uer", "c_errors", "c_total"), ("wer", "w_errors", "w_total"),
                                 ("raw_wer", "wv_errors", "w_total")):

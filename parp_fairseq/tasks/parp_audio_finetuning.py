@@ -93,8 +93,10 @@ def zero_fp32_master_copies(optimizer, masker) -> None:
                 p32.data.mul_(masks[id(p)].to(p32.dtype))
 
 
+#: CtcCriterion's validation error counts (summed, then turned into uer / wer / raw_wer)
+REPRUNE_COUNT_KEYS = ("c_errors", "c_total", "w_errors", "wv_errors", "w_total")
 #: validation logging keys that PARP also records for the other side of a re-prune
-REPRUNE_LOG_KEYS = ("loss", "c_errors", "c_total", "w_errors", "wv_errors", "w_total")
+REPRUNE_LOG_KEYS = ("loss", *REPRUNE_COUNT_KEYS)
 #: the metrics ``parp_ctc`` derives from them (``<metric>_before_reprune`` / ``<metric>_after_reprune``)
 REPRUNE_METRICS = ("loss", "uer", "wer", "raw_wer")
 
