@@ -16,7 +16,9 @@ fairseq has no hook for these, so the plugin wraps four functions of ``fairseq.c
 * ``load_checkpoint`` (resume): a corrupt ``checkpoint_last.pt`` (e.g. from a run killed by an
   older version) is reported and the run resumes from the newest readable checkpoint of
   ``save_dir`` (optimizer, scheduler and data iterator included); with none, one error says what
-  to do. Leftover temporary files of killed saves are removed.
+  to do. Leftover temporary files of killed saves are removed. Before anything is loaded, a
+  ``best_checkpoint_metric`` that names a PARP re-prune metric the run will not log is one clear
+  error (fairseq's own is a ``KeyError`` after the first epoch).
 
 A process started by ``parp-fairseq-sweep`` / ``parp-fairseq-imp`` (``PARP_FAIRSEQ_KILL_GROUP=1``,
 its own process group) takes its children (data loader or distributed workers) down with it on
@@ -30,7 +32,7 @@ import logging
 import os
 import signal
 
-from .errors import CheckpointError, MissingFileError, ParpFairseqError, install_excepthook
+from .errors import CheckpointError, InputError, MissingFileError, ParpFairseqError, install_excepthook
 from .fsutil import atomic_copy, atomic_torch_save, clean_stale_tmp_in
 from .safe_load import allow_trusted_globals, explain_load_error, is_readable_checkpoint, validate_config_literals
 
@@ -118,6 +120,11 @@ def install() -> None:
         atomic_torch_save(obj, filename)
 
     def load_checkpoint(cfg, trainer, **passthrough_args):
+        from .tasks.parp_audio_finetuning import reprune_metric_problem
+
+        problem = reprune_metric_problem(getattr(cfg, "best_checkpoint_metric", None), trainer.get_model())
+        if problem:  # fairseq would fail with a bare KeyError after the first epoch's training
+            raise InputError(problem)
         clean_save_dir(cfg.save_dir)
         suffix = trainer.checkpoint_suffix or ""
         last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")

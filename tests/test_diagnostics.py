@@ -82,6 +82,27 @@ def test_epoch_interval_and_validate_before_reprune(task, pretrained, sample):
         assert m.pending_reprune == expect, epoch
 
 
+def test_reprune_metric_problem(task, pretrained):
+    """Which ``best_checkpoint_metric`` a run can use: ``*_after_reprune`` only where every validation logs it."""
+    from parp_fairseq.tasks.parp_audio_finetuning import reprune_metric_problem
+
+    parp = build_parp(task, pretrained, method="parp", sparsity=0.5)
+    assert reprune_metric_problem("wer_after_reprune", parp) is None
+    assert reprune_metric_problem("loss_after_reprune", parp) is None
+    assert reprune_metric_problem("wer", parp) is None and reprune_metric_problem(None, parp) is None
+    assert "use wer_after_reprune" in reprune_metric_problem("wer_before_reprune", parp)
+    assert "not a metric PARP logs" in reprune_metric_problem("acc_after_reprune", parp)
+    first = build_parp(task, pretrained, method="parp", sparsity=0.5, validate_before_reprune=True)
+    assert reprune_metric_problem("uer_after_reprune", first) is None
+    silent = build_parp(task, pretrained, method="parp", sparsity=0.5, validate_before_reprune=True,
+                        log_reprune_loss=False)
+    assert "log_reprune_loss=true" in reprune_metric_problem("uer_after_reprune", silent)
+    assert reprune_metric_problem("uer", silent) is None
+    for method in ("none", "mpi", "s3router"):
+        msg = reprune_metric_problem("wer_after_reprune", build_parp(task, pretrained, method=method, sparsity=0.5))
+        assert "PARP runs only" in msg and "best_checkpoint_metric=wer" in msg, (method, msg)
+
+
 def test_diagnostics_in_fairseq_logs_and_checkpoints(corpus, pretrained, tmp_path):
     out = hydra_train("configs/finetune", "tiny", tmp_path, f"task.data={corpus}", f"model.w2v_path={pretrained}",
                       "pruning=parp", "model.pruning.sparsity=0.5", "model.pruning.reprune_interval=0",

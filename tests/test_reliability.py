@@ -287,7 +287,7 @@ def test_no_payload_runs_in_any_command(kind, payloads, mask_file, tmp_path, cap
 
 
 @pytest.mark.parametrize("case", ["pickle_w2v", "eval_w2v", "eval_init_from", "pickle_mask_path", "truncated_w2v",
-                                  "text_w2v", "bad_regex", "short_labels"])
+                                  "text_w2v", "bad_regex", "short_labels", "reprune_metric_mpi"])
 def test_fairseq_hydra_train_refuses_with_one_line(case, payloads, pretrained, corpus, tmp_path):
     over = {"pickle_w2v": [f"model.w2v_path={payloads['pickle']}"],
             "eval_w2v": [f"model.w2v_path={payloads['eval_pretrained']}"],
@@ -295,7 +295,10 @@ def test_fairseq_hydra_train_refuses_with_one_line(case, payloads, pretrained, c
                                f"model.pruning.init_from={payloads['eval_finetuned']}"],
             "pickle_mask_path": ["pruning=omp", f"model.pruning.mask_path={payloads['pickle']}"],
             "truncated_w2v": None, "text_w2v": None, "short_labels": [],
-            "bad_regex": ["pruning=mpi", "model.pruning.sparsity=0.5", "model.pruning.pattern='enc(oder'"]}[case]
+            "bad_regex": ["pruning=mpi", "model.pruning.sparsity=0.5", "model.pruning.pattern='enc(oder'"],
+            # fairseq's own error would be a KeyError after the first epoch's training
+            "reprune_metric_mpi": ["pruning=mpi", "model.pruning.sparsity=0.5",
+                                   "checkpoint.best_checkpoint_metric=wer_after_reprune"]}[case]
     if case == "truncated_w2v":
         bad = tmp_path / "trunc.pt"
         bad.write_bytes(Path(pretrained).read_bytes()[:5000])
@@ -325,9 +328,10 @@ def test_fairseq_hydra_train_refuses_with_one_line(case, payloads, pretrained, c
     expect = {"pickle_w2v": "PARP_FAIRSEQ_TRUSTED_GLOBALS", "eval_w2v": "not a plain literal",
               "eval_init_from": "not a plain literal", "pickle_mask_path": "PARP_FAIRSEQ_TRUSTED_GLOBALS",
               "truncated_w2v": "corrupt or truncated", "text_w2v": "checkpoint", "bad_regex": "regular expression",
-              "short_labels": "valid.ltr has"}[case]
+              "short_labels": "valid.ltr has", "reprune_metric_mpi": "PARP runs only"}[case]
     assert expect in last, r.stderr[-2000:]
     assert not payloads["marker"].exists()
+    assert not list((tmp_path / "run").glob("checkpoint*.pt"))  # refused before any training
 
 
 class Harmless:

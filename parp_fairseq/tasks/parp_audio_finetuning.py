@@ -115,6 +115,43 @@ def _last_valid_reprune_metrics() -> dict:
     return {k: v for k, v in out.items() if not math.isnan(v)}  # not logged at this validation
 
 
+def reprune_metric_problem(metric: Optional[str], model) -> Optional[str]:
+    """Why ``checkpoint.best_checkpoint_metric=<metric>`` cannot work for ``model`` (None when it can,
+    or when ``metric`` is not one of the ``*_before_reprune`` / ``*_after_reprune`` metrics).
+
+    fairseq reads the metric from every validation's stats; a name that is not there is a bare
+    ``KeyError`` after the first epoch's training. ``<m>_after_reprune`` is logged at every validation
+    of a PARP run unless ``validate_before_reprune`` runs without ``log_reprune_loss``;
+    ``<m>_before_reprune`` only at validations that come with a re-prune (never every validation)."""
+    if not metric:
+        return None
+    for side in ("before", "after"):
+        suffix = f"_{side}_reprune"
+        if metric.endswith(suffix):
+            break
+    else:
+        return None
+    base = metric[: -len(suffix)]
+    after = f"{base}_after_reprune" if base in REPRUNE_METRICS else "wer_after_reprune"
+    if base not in REPRUNE_METRICS:
+        return (f"checkpoint.best_checkpoint_metric={metric} is not a metric PARP logs: the re-prune metrics are "
+                f"{', '.join(m + suffix for m in REPRUNE_METRICS)}")
+    if side == "before":
+        return (f"checkpoint.best_checkpoint_metric={metric} is logged only at validations that come with a "
+                f"re-prune, and it measures the regrown weights, which checkpoints do not keep: use {after}")
+    m = _pruned(model)
+    method = str(m.pruning_cfg.method) if m is not None else None
+    if m is None or m.masker is None or m.masker.mode != "adjust":
+        what = f"model.pruning.method={method}" if method else f"a model without pruning ({type(unwrap(model)).__name__})"
+        return (f"checkpoint.best_checkpoint_metric={metric} is logged by PARP runs only (model.pruning.method=parp), "
+                f"not by {what}: use its plain counterpart, best_checkpoint_metric={base}")
+    pc = m.pruning_cfg
+    if pc.validate_before_reprune and not pc.log_reprune_loss:
+        return (f"checkpoint.best_checkpoint_metric={metric} needs the re-pruned side validated: with "
+                f"model.pruning.validate_before_reprune=true set model.pruning.log_reprune_loss=true")
+    return None
+
+
 @register_task("parp_audio_finetuning", dataclass=ParpAudioFinetuningConfig)
 class ParpAudioFinetuningTask(AudioFinetuningTask):
     cfg: ParpAudioFinetuningConfig
