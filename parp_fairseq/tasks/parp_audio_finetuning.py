@@ -132,13 +132,12 @@ def reprune_metric_problem(metric: Optional[str], model) -> Optional[str]:
     else:
         return None
     base = metric[: -len(suffix)]
-    after = f"{base}_after_reprune" if base in REPRUNE_METRICS else "wer_after_reprune"
     if base not in REPRUNE_METRICS:
         return (f"checkpoint.best_checkpoint_metric={metric} is not a metric PARP logs: the re-prune metrics are "
                 f"{', '.join(m + suffix for m in REPRUNE_METRICS)}")
     if side == "before":
         return (f"checkpoint.best_checkpoint_metric={metric} is logged only at validations that come with a "
-                f"re-prune, and it measures the regrown weights, which checkpoints do not keep: use {after}")
+                f"re-prune, and it measures the regrown weights, which checkpoints do not keep: use {base}_after_reprune")
     m = _pruned(model)
     method = str(m.pruning_cfg.method) if m is not None else None
     if m is None or m.masker is None or m.masker.mode != "adjust":
