@@ -64,6 +64,13 @@ def _pruned(model):
     return model if hasattr(model, "after_update") else None
 
 
+def _adjusting(model):
+    """The PARP model (masks re-pruned during training) inside ``model``, or None: the runs that log
+    the ``*_before_reprune`` / ``*_after_reprune`` metrics."""
+    m = _pruned(model)
+    return m if m is not None and m.masker is not None and m.masker.mode == "adjust" else None
+
+
 @torch.no_grad()
 def zero_fp32_master_copies(optimizer, masker) -> None:
     """After a re-prune, zero the removed entries in fairseq's fp32 master weights too.
@@ -138,10 +145,11 @@ def reprune_metric_problem(metric: Optional[str], model) -> Optional[str]:
     if side == "before":
         return (f"checkpoint.best_checkpoint_metric={metric} is logged only at validations that come with a "
                 f"re-prune, and it measures the regrown weights, which checkpoints do not keep: use {base}_after_reprune")
-    m = _pruned(model)
-    method = str(m.pruning_cfg.method) if m is not None else None
-    if m is None or m.masker is None or m.masker.mode != "adjust":
-        what = f"model.pruning.method={method}" if method else f"a model without pruning ({type(unwrap(model)).__name__})"
+    m = _adjusting(model)
+    if m is None:
+        p = _pruned(model)
+        what = (f"model.pruning.method={str(p.pruning_cfg.method)}" if p is not None
+                else f"a model without pruning ({type(unwrap(model)).__name__})")
         return (f"checkpoint.best_checkpoint_metric={metric} is logged by PARP runs only (model.pruning.method=parp), "
                 f"not by {what}: use its plain counterpart, best_checkpoint_metric={base}")
     pc = m.pruning_cfg
@@ -239,8 +247,8 @@ class ParpAudioFinetuningTask(AudioFinetuningTask):
         (``log_reprune_loss``), ``<key>_before_reprune`` (the regrown weights), one of them computed
         beside the stock pass; ``parp_ctc`` turns them into ``loss`` / ``uer`` / ``wer`` metrics."""
         loss, sample_size, log = super().valid_step(sample, model, criterion)
-        m = _pruned(model)
-        if m is None or m.masker is None or m.masker.mode != "adjust":
+        m = _adjusting(model)
+        if m is None:
             return loss, sample_size, log
         keys = [k for k in REPRUNE_LOG_KEYS if k in log]
         if m.reprune_stash is not None:
