@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from parp_fairseq.cli import sweep as sweep_cli
+from parp_fairseq.cli.decode import read_summary
 from parp_fairseq.decoding import lm as lm_cli
 from parp_fairseq.procutil import cpu_kind, lock_holder, workdir_lock
 from parp_fairseq.pruning.maskfile import load_mask_file
@@ -149,7 +150,7 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     grid = ["--lm-weight", "0", "2", "--word-score", "-1", "1"]
     before = (work / "results.tsv").read_text()
     capsys.readouterr()
-    for argv, msg in ((grid, "add --tune-on valid"), (["--tune-on", "test"], "that split is the one reported"),
+    for argv, msg in ((grid, "add --tune-on valid"), (["--tune-on", "test"], "that split is reported"),
                       (["--tune-on", "dev", *grid], "dev.tsv does not exist"),
                       # the LM's text held the valid sentences: weights tuned there would favour the LM
                       (["--tune-on", "valid", *grid], "rebuild it with parp-fairseq-lm ... --exclude")):
@@ -188,6 +189,38 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     merged = list(csv.DictReader(open(tmp_path / "m.tsv"), delimiter="\t"))
     assert list(merged[0])[-4:] == ["lm_weight", "word_score", "lm_tuned_on", "tuned_WER"]
     assert [r["lm_weight"] for r in merged if r["lang"] == "cc"] == ["-"] and len(merged) == 1 + 12
+
+    # dev numbers: --splits adds each point's valid rows (Viterbi); the dense one is the valid uer that
+    # fairseq's criterion logged for the checkpoint it kept (two implementations of greedy CTC)
+    before = (work / "results.tsv").read_text()
+    capsys.readouterr()
+    for argv, msg in ((["--splits", "tset"], "no language of this sweep has it"),
+                      (["--splits", "test", "test"], "a split named twice"),
+                      ([*tune[3:], "--tune-on", "valid", *grid, "--splits", "test", "valid"],
+                       "its KenLM rows would be fitted")):
+        assert sweep_cli.main(["collect", "--workdir", str(work), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (argv, err)
+        assert (work / "results.tsv").read_text() == before
+    assert sweep_cli.main(["collect", "--workdir", str(work), "--splits", "valid", "test"]) == 0
+    dev = list(csv.DictReader(open(work / "results.tsv"), delimiter="\t"))
+    assert len(dev) == 12 and {(r["split"], r["decoder"]) for r in dev} == {("test", "viterbi"), ("valid", "viterbi")}
+    assert [r["split"] for r in dev[:2]] == ["test", "valid"]  # each point's test row first
+    key = lambda r: (r["lang"], r["method"], r["mask_from"])  # noqa: E731
+    assert {key(r): r["unit_error"] for r in dev if r["split"] == "test"} == {key(r): r["unit_error"] for r in rows}
+    valid = {key(r): float(r["unit_error"]) for r in dev if r["split"] == "valid"}
+    n_valid = len((corpus / "valid.tsv").read_text().splitlines()) - 1  # the manifest's root line
+    for r in dev:  # each valid row is its point's decode of every valid utterance
+        if r["split"] == "valid":
+            d = Path(r["checkpoint"]).parent / "decode" / "valid_viterbi"
+            assert len((d / "per_utt.tsv").read_text().splitlines()) == n_valid + 1  # + header
+            assert float(r["unit_error"]) == pytest.approx(float(read_summary(d)[0]["CER"]), abs=1e-4)
+    assert valid != {key(r): float(r["unit_error"]) for r in rows}  # not the test numbers again
+    assert "| method | sparsity | aa | bb | aa valid | bb valid |" in (work / "results.md").read_text()
+    assert sweep_cli.main(["cost", str(work / "results.tsv"), "--split", "valid", "--lang", "aa", "--out", str(out)]) == 0
+    got = {r["method"]: float(r["cost_mean"]) for r in csv.DictReader(open(tmp_path / "cost.tsv"), delimiter="\t")}
+    assert got == pytest.approx({m: valid[("aa", m, "-")] - valid[("aa", "dense", "-")] for m in ("omp", "parp")},
+                                abs=1e-4)
 
 
 def _results_tsv(path, rows):

@@ -23,7 +23,8 @@ processes). On CPU every run uses ``--threads`` torch threads (default 1, whatev
 count changes the float sums, and so does the CPU kind (both recorded per run: ``threads``, ``cpu``).
 
 ``collect`` decodes every finished point (Viterbi; test split, and where the language has them the
-``test_spk`` split of a real task's held-out speakers and the ``real`` recorded split), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
+``test_spk`` split of a real task's held-out speakers and the ``real`` recorded split; ``--splits test valid``
+adds the dev numbers), then writes ``results.tsv`` (one row per point x split x decoder), ``results.md``,
 ``transfer.tsv/md`` (the transfer matrix, mean +- std over seeds: Viterbi unit error and, with an LM, KenLM
 WER, one matrix each), ``<lang>_vs_sparsity.png`` (error vs sparsity per method, mean +- std error bars
 over seeds, dense as a reference line with its std band), ``layer_sparsity.png`` (which layers each
@@ -64,7 +65,8 @@ NEEDS_DENSE = ("omp", "imp", "s3router_p")  # start from the finetuned dense mod
 SCORED = ("s3router", "s3router_p")  # the methods that learn scores (their init: --score-init)
 # decoded where the language folder has them: held-out synthetic speakers / a real task's held-out
 # sentences, a real task's held-out speakers, recorded speech beside a synthesized language
-SPLITS = ("test", "test_spk", "real")
+SPLITS = ("test", "test_spk", "real")  # what collect reports by default (each where the language has it)
+SPLIT_ORDER = (*SPLITS, "valid")  # row and column order of the tables; `valid` only when asked (--splits)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -572,14 +574,14 @@ def _kenlm_setting(p: Dict, data: Path, lm: Dict) -> Dict:
 
 
 def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path, decoder: str = "viterbi",
-                      metric: str = "unit_error") -> None:
-    """Test error vs sparsity per method: mean over seeds with +- one standard deviation error bars,
+                      metric: str = "unit_error", split: str = "test") -> None:
+    """Error on ``split`` vs sparsity per method: mean over seeds with +- one standard deviation error bars,
     dense as a line with its +- std band."""
     from ..reporting import pyplot
 
     plt = pyplot()
 
-    sel = [r for r in rows if r["lang"] == lang and r["split"] == "test" and r["decoder"] == decoder]
+    sel = [r for r in rows if r["lang"] == lang and r["split"] == split and r["decoder"] == decoder]
     fig, ax = plt.subplots(figsize=(6, 4))
     dense = [r[metric] for r in sel if r["method"] == "dense"]
     if dense:
@@ -599,7 +601,7 @@ def _plot_vs_sparsity(rows: List[Dict], lang: str, unit: str, path: Path, decode
                     label=f"{method} (n={'/'.join(map(str, n))})")
     ax.set_xlabel("sparsity (fraction removed)")
     what = unit if metric == "unit_error" else "WER"
-    ax.set_ylabel(f"test {what} (%), {decoder}")
+    ax.set_ylabel(f"{split} {what} (%), {decoder}")
     ax.set_title(f"{lang}: {what} vs sparsity (mean +- std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -681,6 +683,30 @@ def _layer_plot(points: List[Dict], path: Path) -> Optional[str]:
     return f"{lang} at sparsity {top:g}"
 
 
+def _splits(args) -> List[str]:
+    """The splits ``collect`` decodes: ``--splits`` as given, or :data:`SPLITS`."""
+    return list(getattr(args, "splits", None) or SPLITS)
+
+
+def _check_splits(args, langs: Sequence[str], data_root: Path, log) -> List[str]:
+    """The splits to decode, in table order (test, test_spk, real, valid, then any other in the order
+    given). The default ones are decoded where a language has them; one named in ``--splits`` that no
+    language of the sweep has, or one named twice, is refused before any decoding."""
+    splits = _splits(args)
+    if getattr(args, "splits", None):
+        if len(set(splits)) != len(splits):
+            raise ValueError(f"--splits {' '.join(splits)}: a split named twice")
+        for split in splits:
+            has = [lg for lg in langs if (data_root / lg / f"{split}.tsv").is_file()]
+            if not has:
+                there = sorted({f.stem for lg in langs for f in (data_root / lg).glob("*.tsv")})
+                raise FileNotFoundError(f"--splits {split}: no language of this sweep has it ({data_root}/"
+                                        f"{{{','.join(langs)}}}/{split}.tsv); the splits there: {' '.join(there)}")
+            if len(has) < len(langs):
+                log(f"[sweep] note: only {', '.join(has)} of the sweep's languages have the {split} split")
+    return [*(s for s in SPLIT_ORDER if s in splits), *(s for s in splits if s not in SPLIT_ORDER)]
+
+
 def _lm_settings(args, meta: Dict, langs: Sequence[str], data_root: Path, log) -> Optional[Dict]:
     """``collect --lm/--lexicon`` (and ``--lm-weight/--word-score`` grids with ``--tune-on``): checked
     before any decoding (letters only: a word LM needs words; a tuning split the LM has seen is refused)."""
@@ -707,8 +733,11 @@ def _lm_settings(args, meta: Dict, langs: Sequence[str], data_root: Path, log) -
         raise ValueError(f"--lm-weight {_grid_tag(weights)} --word-score {_grid_tag(scores)} is a grid of "
                          f"{len(weights) * len(scores)} settings: add --tune-on valid to choose one per model on "
                          "the valid split (the best of several on test would be fitted to test)")
-    if tune in SPLITS:
-        raise ValueError(f"--tune-on {tune}: that split is the one reported; tune on one that is not (valid)")
+    reported = _splits(args)
+    if tune in reported:
+        raise ValueError(f"--tune-on {tune}: that split is reported (--splits {' '.join(reported)}), so its KenLM "
+                         f"rows would be fitted to it; tune on a split that is not reported (valid, and leave it "
+                         "out of --splits)")
     for lang in langs if tune else []:
         if not (data_root / lang / f"{tune}.tsv").is_file():
             raise FileNotFoundError(f"--tune-on {tune}: {data_root / lang}/{tune}.tsv does not exist (language {lang})")
@@ -834,7 +863,7 @@ def cost(args, log=print) -> int:
     what = {"unit_error": "unit error (CER / PER)", "WER": "WER"}.get(args.metric, args.metric)
     head = ["method", "sparsity", "n", "cost_mean", "cost_std", "costs (per seed)"]
     tsv = ["\t".join(head)]
-    md = [f"Test {what} of each pruned model minus {ref} of its own sweep and seed ({args.split}, "
+    md = [f"{args.split.capitalize()} {what} of each pruned model minus {ref} of its own sweep and seed ({args.split}, "
           f"{args.decoder}; mean +- std over pairs):", "",
           f"| method | sparsity | n | {column} | per seed |",
           "|---|---|---|---|---|"]
@@ -852,7 +881,7 @@ def cost(args, log=print) -> int:
                     capsize=3, label=f"{method} (n={'/'.join(str(len(groups[(method, x)])) for x in xs)})")
     ax.set_xlabel("sparsity (fraction removed)")
     ax.set_ylabel(f"{what}: pruned - {versus} (points)")
-    ax.set_title(f"{args.lang or 'all languages'}: {title} vs sparsity ({args.decoder})", fontsize=10)
+    ax.set_title(f"{args.lang or 'all languages'}: {title} vs sparsity ({args.split}, {args.decoder})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -928,11 +957,11 @@ def merge_results(tables: List["tuple[str, List[Dict[str, str]]]"], on_conflict:
             conflicts.append(f"{' '.join(k)} in {name}: " + ", ".join(f"{c} {old.get(c)} -> {r.get(c)}" for c in diff))
             if on_conflict == "last":
                 have[k] = r
-    split_order = {s: i for i, s in enumerate(SPLITS)}
+    split_order = {s: i for i, s in enumerate(SPLIT_ORDER)}
 
     def order(r):
         return (r["lang"], r["method"] != "dense", r["method"], r.get("mask_from", "-"), float(r["target_sparsity"]),
-                int(r["seed"]), split_order.get(r["split"], len(SPLITS)), r["split"], r["decoder"] != "viterbi",
+                int(r["seed"]), split_order.get(r["split"], len(SPLIT_ORDER)), r["split"], r["decoder"] != "viterbi",
                 r["decoder"])
 
     return sorted(have.values(), key=order), counts, conflicts
@@ -997,6 +1026,7 @@ def _collect(args, work: Path, log) -> int:
     if not points:
         raise FileNotFoundError(f"no finished sweep points under {work}; run `parp-fairseq-sweep run` first")
     data_root = Path(meta.get("data_root", args.data_root or ""))
+    splits = _check_splits(args, sorted({p["lang"] for p in points}), data_root, log)
     lm = _lm_settings(args, meta, sorted({p["lang"] for p in points}), data_root, log)
     rows = []
     from tqdm import tqdm
@@ -1006,7 +1036,7 @@ def _collect(args, work: Path, log) -> int:
         _point_stats(p, getattr(args, "slice", False), log)
         actual = p["layer_sparsity"]["all"] if p["layer_sparsity"] else 0.0
         setting = _kenlm_setting(p, data, _lm_for(lm, p["lang"])) if lm else None  # tuned: on its own split
-        for split in SPLITS:
+        for split in splits:
             if not (data / f"{split}.tsv").exists():
                 continue
             for decoder in ("viterbi", "kenlm") if lm else ("viterbi",):
@@ -1033,12 +1063,13 @@ def _collect(args, work: Path, log) -> int:
     # main table: method x sparsity rows, language columns (test split, mean over seeds)
     keyset = sorted({(r["method"], r["target_sparsity"]) for r in rows if r["method"] != "parp_transfer"},
                     key=lambda k: (k[1], k[0]))
-    # one column per (split, language) that has rows: test first, then test_spk, then real
-    columns = [(split, lg) for split in SPLITS for lg in langs
+    # one column per (split, language) that has rows: test first, then test_spk, real, valid, other --splits
+    columns = [(split, lg) for split in splits for lg in langs
                if any(r["lang"] == lg and r["split"] == split for r in rows)]
     md = [f"{unit} (%), Viterbi, mean +- std over seeds (n = number of seeds): `test` = held-out speakers "
           "(synthetic) or sentences (real tasks), `test_spk` = a real task's held-out speakers, `real` = "
-          "recorded speech.", "",
+          "recorded speech" + (", `valid` = the split the runs validated on (their dev set)"
+                               if "valid" in splits else "") + ".", "",
           "| method | sparsity | " + " | ".join(lg if split == "test" else f"{lg} {split}" for split, lg in columns)
           + " |", "|---|---|" + "---|" * len(columns)]
 
@@ -1082,7 +1113,8 @@ def _collect(args, work: Path, log) -> int:
             md.append(f"| {method}{'' if len(langs) == 1 else f' ({lg})'} | {src} | {sp:g} | "
                       + " | ".join(" / ".join(fmt(r[c]) for r in rs) for c, fmt in (
                           ("lm_weight", str), ("word_score", str), ("tuned_WER", lambda v: f"{v:.1f}"))) + " |")
-    tr = [r for r in rows if r["method"] == "parp_transfer" and r["split"] == "test"]
+    main = "test" if "test" in splits else splits[0]  # the split of the plots and the transfer matrix
+    tr = [r for r in rows if r["method"] == "parp_transfer" and r["split"] == main]
     if tr:
         srcs = sorted({r["mask_from"] for r in tr})
         tgts = sorted({r["lang"] for r in tr})
@@ -1092,7 +1124,7 @@ def _collect(args, work: Path, log) -> int:
             sel = [r for r in tr if r["decoder"] == dec]
             if not sel:
                 continue
-            tmd += [f"PARP on the target language starting from the OMP mask of the source language: test {label} "
+            tmd += [f"PARP on the target language starting from the OMP mask of the source language: {main} {label} "
                     "(%), mean +- std over seeds (n), and in brackets the change of the mean vs the target's own mask.",
                     ""]
             seeds: Dict[tuple, List[float]] = {}  # (source, target, sparsity) -> one value per seed
@@ -1120,10 +1152,10 @@ def _collect(args, work: Path, log) -> int:
         md += ["", "### Cross-lingual mask transfer", ""] + tmd
     plots = []
     for lang in langs:
-        _plot_vs_sparsity(rows, lang, unit, work / f"{lang}_vs_sparsity.png")
+        _plot_vs_sparsity(rows, lang, unit, work / f"{lang}_vs_sparsity.png", split=main)
         plots.append(f"{lang}_vs_sparsity.png")
         if lm:
-            _plot_vs_sparsity(rows, lang, unit, work / f"{lang}_wer_kenlm_vs_sparsity.png", "kenlm", "WER")
+            _plot_vs_sparsity(rows, lang, unit, work / f"{lang}_wer_kenlm_vs_sparsity.png", "kenlm", "WER", main)
             plots.append(f"{lang}_wer_kenlm_vs_sparsity.png")
     # the dense baselines' validation curves: has the reference converged?
     dense_dirs = {lg: [p["dir"] for p in points if p["lang"] == lg and p["method"] == "dense"] for lg in langs}
@@ -1226,6 +1258,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KenLM weight; several values (with --tune-on): a grid, one chosen per model")
     c.add_argument("--word-score", type=float, nargs="+", default=[-1.0],
                    help="word insertion score; several values (with --tune-on): a grid, one chosen per model")
+    c.add_argument("--splits", nargs="+", default=None, metavar="SPLIT",
+                   help="the splits to decode and report (default: test test_spk real, each where the language has "
+                        "it); e.g. --splits test valid adds each point's valid (dev) numbers as split=valid rows "
+                        "(`cost --split valid` pairs them)")
     c.add_argument("--tune-on", default=None, metavar="SPLIT",
                    help="choose each model's lm weight and word score by its WER on this split (e.g. valid) from "
                         "the --lm-weight x --word-score grid, then report test with that choice; the LM must not "
@@ -1246,7 +1282,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("results", nargs="+", help="results.tsv files of `collect` (each paired within itself)")
     k.add_argument("--out", required=True, help="PNG to write (and the same name .tsv / .md)")
     k.add_argument("--lang", default=None, help="only this language's rows")
-    k.add_argument("--split", default="test")
+    k.add_argument("--split", default="test", help="the split of the rows to pair (valid: rows of `collect --splits ... valid`)")
     k.add_argument("--decoder", default="viterbi", help="viterbi or kenlm")
     k.add_argument("--metric", default="unit_error", choices=("unit_error", "WER"))
     k.add_argument("--versus", default="dense", metavar="METHOD",
