@@ -73,7 +73,7 @@ case "$claim" in
   claim2)  # real Dutch and Czech (H2L-like), phone labels
     sweep --workdir "$EXP/study_claim2" --data-root "$FULL" --labels phn --langs ${LANGS:-nl_real cs_real} \
         --methods $METHODS --sparsities $SPARSITIES --seeds $SEEDS --imp-schedule original --imp-rate 0.1 "${real[@]}"
-    collect --workdir "$EXP/study_claim2" ;;
+    collect --workdir "$EXP/study_claim2" --splits test test_spk valid ;;  # + each point's dev numbers
   claim4)  # PARP Fig. 7 / 28; the same-language references come with every pair
     sweep --workdir "$EXP/study_claim4" --data-root "$FULL" --labels ltr --langs nl_real cs_real --methods dense \
         --transfer nl_real:cs_real cs_real:nl_real --sparsities ${TRANSFER_SPARSITIES:-0.5} --seeds $SEEDS "${real[@]}"

@@ -196,6 +196,7 @@ def test_sweep_run_collect_resume_and_transfer(corpus, pretrained, tmp_path, cap
     capsys.readouterr()
     for argv, msg in ((["--splits", "tset"], "no language of this sweep has it"),
                       (["--splits", "test", "test"], "a split named twice"),
+                      (["--splits", "real", "test_spk"], "has any of them"),
                       ([*tune[3:], "--tune-on", "valid", *grid, "--splits", "test", "valid"],
                        "its KenLM rows would be fitted")):
         assert sweep_cli.main(["collect", "--workdir", str(work), *argv]) == 2, argv

@@ -690,20 +690,23 @@ def _splits(args) -> List[str]:
 
 def _check_splits(args, langs: Sequence[str], data_root: Path, log) -> List[str]:
     """The splits to decode, in table order (test, test_spk, real, valid, then any other in the order
-    given). The default ones are decoded where a language has them; one named in ``--splits`` that no
-    language of the sweep has, or one named twice, is refused before any decoding."""
+    given). test, test_spk and real are decoded where a language has them; any other split named in
+    ``--splits`` that no language of the sweep has, a split named twice, or a list of which no language has
+    any, is refused before any decoding."""
     splits = _splits(args)
-    if getattr(args, "splits", None):
-        if len(set(splits)) != len(splits):
-            raise ValueError(f"--splits {' '.join(splits)}: a split named twice")
-        for split in splits:
-            has = [lg for lg in langs if (data_root / lg / f"{split}.tsv").is_file()]
-            if not has:
-                there = sorted({f.stem for lg in langs for f in (data_root / lg).glob("*.tsv")})
-                raise FileNotFoundError(f"--splits {split}: no language of this sweep has it ({data_root}/"
-                                        f"{{{','.join(langs)}}}/{split}.tsv); the splits there: {' '.join(there)}")
-            if len(has) < len(langs):
-                log(f"[sweep] note: only {', '.join(has)} of the sweep's languages have the {split} split")
+    if len(set(splits)) != len(splits):
+        raise ValueError(f"--splits {' '.join(splits)}: a split named twice")
+    has = {split: [lg for lg in langs if (data_root / lg / f"{split}.tsv").is_file()] for split in splits}
+    there = " ".join(sorted({f.stem for lg in langs for f in (data_root / lg).glob("*.tsv")}))
+    for split in splits:
+        if not has[split] and split not in SPLITS:
+            raise FileNotFoundError(f"--splits {split}: no language of this sweep has it ({data_root}/"
+                                    f"{{{','.join(langs)}}}/{split}.tsv); the splits there: {there}")
+        if has[split] and len(has[split]) < len(langs) and split not in SPLITS:
+            log(f"[sweep] note: only {', '.join(has[split])} of the sweep's languages have the {split} split")
+    if not any(has.values()):
+        raise FileNotFoundError(f"--splits {' '.join(splits)}: no language of this sweep ({', '.join(langs)}) has any "
+                                f"of them under {data_root}; the splits there: {there}")
     return [*(s for s in SPLIT_ORDER if s in splits), *(s for s in splits if s not in SPLIT_ORDER)]
 
 
