@@ -1,6 +1,7 @@
 """Small helpers for results files (markdown sections rewritten in place)."""
 
 from pathlib import Path
+from typing import Optional
 
 
 def update_markdown_section(path, name: str, text: str, title: str = "# Benchmarks\n") -> None:
@@ -43,6 +44,20 @@ def fairseq_log_curve(log_path, key: str = "loss"):
             if m and u:
                 out.append(("valid", int(u.group(1)), float(m.group(1))))
     return out
+
+
+def blank_phase(log_path) -> Optional[str]:
+    """Why a CTC finetuning run recognizes nothing, from its fairseq training log, or None when it does
+    (or the log has no validation yet). fairseq's valid ``uer`` is 100 when every hypothesis is empty, as
+    for a model still in the CTC blank phase (it emits only blanks), and above 100 when it emits garbage;
+    a run whose last validation is at 100 or above has not learned to emit units."""
+    valid = [(u, v) for split, u, v in fairseq_log_curve(log_path, "uer") if split == "valid"]
+    if not valid or valid[-1][1] < 100.0:
+        return None
+    if all(v >= 100.0 for _, v in valid):
+        return f"valid uer >= 100 at every one of its {len(valid)} validations (last: {valid[-1][1]:g} at update {valid[-1][0]})"
+    u, v = min(valid, key=lambda x: x[1])
+    return f"valid uer {valid[-1][1]:g} at its last validation (update {valid[-1][0]}; its best was {v:g} at update {u})"
 
 
 def pyplot():

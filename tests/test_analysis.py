@@ -127,6 +127,25 @@ def test_fairseq_log_curve_parses_train_and_valid_lines(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
+def test_blank_phase_names_runs_that_recognize_nothing(tmp_path):
+    """A CTC run whose last validation has uer >= 100 (only blanks, or garbage) recognizes nothing."""
+    from parp_fairseq.reporting import blank_phase
+
+    def log(*uers):
+        f = tmp_path / "train.log"
+        f.write_text("[2026-12-07 21:00:00][train_inner][INFO] - epoch 001: loss=9.1, uer=100, num_updates=10\n" + "".join(
+            f"[2026-12-07 21:0{i}:00][valid][INFO] - epoch 00{i} | valid on 'valid' subset | loss 4.9 | uer {u} | "
+            f"wer 100 | num_updates {200 * i}\n" for i, u in enumerate(uers, 1)))
+        return blank_phase(f)
+
+    assert log() is None  # no validation yet
+    assert log(100, 100, 100) == "valid uer >= 100 at every one of its 3 validations (last: 100 at update 600)"
+    assert log(100, 86.1, 52.8) is None  # left the blank phase
+    assert log(99.99) is None
+    assert log(100, 60.5, 100) == "valid uer 100 at its last validation (update 600; its best was 60.5 at update 400)"
+    assert log(180.2) == "valid uer >= 100 at every one of its 1 validations (last: 180.2 at update 200)"  # garbage
+
+
 def test_analyze_mpi_vs_omp(tmp_path):
     """PARP's premise: the IoU of the pretrained model's MPI mask with a finetuned model's OMP mask,
     next to the random-mask IoU; the hand-made case makes the finetuned weights a small change."""

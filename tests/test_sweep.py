@@ -440,7 +440,7 @@ def test_point_names_round_trip(tmp_path):
         assert p["target_sparsity"] == (args[2] or 0.0)
 
 
-def test_sweep_score_init_names_the_points_and_reaches_the_model(corpus, pretrained, tmp_path):
+def test_sweep_score_init_names_the_points_and_reaches_the_model(corpus, pretrained, tmp_path, capsys):
     """--score-init: S3-Router variants sit beside each other in one work folder, each trained with its init."""
     from parp_fairseq.checkpoints import load_checkpoint, pruning_cfg
 
@@ -457,8 +457,19 @@ def test_sweep_score_init_names_the_points_and_reaches_the_model(corpus, pretrai
     assert sweep_cli.main(base + ["--score-init", "kaiming", "--no-dense-reference"] + tail) == 0
     assert not (work / "aa" / "dense_seed1").exists()
     # ... until a point starts from it (S3-Router-P); the overlay's own init: no folder suffix
+    capsys.readouterr()
     assert sweep_cli.main(base + ["--methods", "s3router", "s3router_p", "--no-dense-reference"] + tail) == 0
     assert (work / "aa" / "dense_seed1" / "DONE").exists()
+    # after 4 updates the dense model recognizes nothing yet (valid uer >= 100: garbage, later only blanks): the
+    # sweep says so once, naming the points that start from it, and collect's table names its rows
+    logged = [ln for ln in (work / "aa/dense_seed1/train.log").read_text().splitlines() if "][valid]" in ln]
+    assert logged and all(float(re.search(r"\| uer ([0-9.]+)", ln).group(1)) >= 100 for ln in logged), logged
+    out = capsys.readouterr().out
+    assert out.count("WARNING: aa/dense_seed1 recognizes nothing (valid uer >= 100 at every one of its") == 1, out
+    assert "omp / imp / s3router_p points" in out
+    assert sweep_cli.main(["collect", "--workdir", str(work)]) == 0
+    assert "Runs that recognize nothing (last valid uer >= 100" in capsys.readouterr().out
+    assert "`aa/dense_seed1` (valid uer >= 100" in (work / "results.md").read_text()
     for name, method, init in (("s3router-kaiming_s0.1_seed1", "s3router", "kaiming"),
                                ("s3router_s0.1_seed1", "s3router", "ori"),
                                ("s3router_p_s0.1_seed1", "s3router_p", "magnitude_scale")):

@@ -58,7 +58,7 @@ from .._compat import console_script, hydra_train_cmd
 from ..errors import run_cli
 from ..fsutil import atomic_write_text
 from ..procutil import lock_holder, record_cpu_run, torch_threads, workdir_lock
-from ..reporting import mean_std
+from ..reporting import blank_phase, mean_std
 
 METHODS = ("dense", "omp", "mpi", "random", "parp", "imp", "s3router", "s3router_p")
 NEEDS_DENSE = ("omp", "imp", "s3router_p")  # start from the finetuned dense model of their language
@@ -398,13 +398,25 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log,
         (d / "DONE").touch()
         return _final_checkpoint(d)
 
+    warned = set()
+
     def dense_point(lang: str, seed: int) -> Path:
         """The final checkpoint of the language's dense reference: trained here, or with --dense-from the
-        finished one of another work folder, linked in (waiting while that folder's sweep trains it)."""
+        finished one of another work folder, linked in (waiting while that folder's sweep trains it).
+        A reference that recognizes nothing (``blank_phase``) is used all the same, with a warning once."""
         d = point_dir(work, lang, "dense", None, seed)
         if dense_from is not None and not os.path.lexists(d):
             link_dense_reference(dense_from, d, (args.config_name, recipe_overrides(common(lang, seed))), log)
-        return train(d, lang, seed)
+        ckpt = train(d, lang, seed)
+        why = blank_phase(d / "train.log") if d not in warned else None
+        if why:
+            warned.add(d)
+            log(f"[sweep] WARNING: {d.relative_to(work)} recognizes nothing ({why}): a finetune that has not learned "
+                f"to emit units (only CTC blanks, or garbage), so the dense line of seed {seed} and its "
+                f"{' / '.join(NEEDS_DENSE)} points (which "
+                "start from it) measure a failed run; move the folder aside and rerun it with another seed or "
+                "more updates (optimization.max_update)")
+        return ckpt
 
     def omp_mask(lang: str, seed: int, s: float, ranking: str = "") -> Path:
         dense = dense_point(lang, seed)
@@ -1034,9 +1046,13 @@ def _collect(args, work: Path, log) -> int:
     rows = []
     from tqdm import tqdm
 
+    failed = {}  # points whose training log says they recognize nothing: rel dir -> why
     for p in tqdm(points, desc="decode points", unit="point", file=sys.stderr):
         data = data_root / p["lang"]
         _point_stats(p, getattr(args, "slice", False), log)
+        why = blank_phase(p["dir"] / "train.log") if (p["dir"] / "train.log").exists() else None
+        if why:
+            failed[str(p["dir"].relative_to(work))] = why
         actual = p["layer_sparsity"]["all"] if p["layer_sparsity"] else 0.0
         setting = _kenlm_setting(p, data, _lm_for(lm, p["lang"])) if lm else None  # tuned: on its own split
         for split in splits:
@@ -1087,6 +1103,12 @@ def _collect(args, work: Path, log) -> int:
 
     for method, s in keyset:
         md.append(f"| {method} | {s:g} | " + " | ".join(mean(method, s, lg, split) for split, lg in columns) + " |")
+    if failed:  # in the means above all the same: the reader decides, the table says which rows they are
+        note = ("Runs that recognize nothing (last valid uer >= 100: only CTC blanks, or garbage; their rows are in "
+                "the means above): "
+                + "; ".join(f"`{d}` ({why})" for d, why in failed.items()) + ".")
+        md += ["", note]
+        log(f"[sweep] note: {note}")
     if any(r["WER"] != "-" for r in rows):  # letters: word error rates, Viterbi and (with --lm) KenLM
         decoders = ["viterbi", "kenlm"] if lm else ["viterbi"]
         wcols = [(split, lg, dec) for split, lg in columns for dec in decoders]
