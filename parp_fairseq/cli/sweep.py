@@ -512,7 +512,8 @@ _LAYERS = "w2v_encoder.w2v_model.encoder.layers."
 
 def _point_stats(p: Dict, slice_: bool, log) -> None:
     """Per-layer sparsity (``"all"`` overall; None for a dense point) and the nonzero transformer
-    parameters of a point's checkpoint, read once; with ``slice_``, a structured checkpoint is
+    parameters of a point's checkpoint, read once, and what its training log says (``mask_iou_init``,
+    ``recognizes_nothing``: :func:`blank_phase`); with ``slice_``, a structured checkpoint is
     exported sliced (``sliced.pt`` beside it) and that smaller model is what gets decoded."""
     import torch
 
@@ -534,6 +535,7 @@ def _point_stats(p: Dict, slice_: bool, log) -> None:
     last = [v for split, _, v in (fairseq_log_curve(log_file, "mask_iou_init") if log_file.exists() else [])
             if split == "train"]
     p["mask_iou_init"] = last[-1] if last else "-"
+    p["recognizes_nothing"] = blank_phase(log_file) if log_file.exists() else None  # why, if it does
     if slice_ and str(pruning_cfg(state).get("granularity", "weight")) != "weight":
         out = p["dir"] / "sliced.pt"
         if not out.exists() or out.stat().st_mtime < Path(p["checkpoint"]).stat().st_mtime:
@@ -1041,8 +1043,9 @@ def _collect(args, work: Path, log) -> int:
     if not points:
         raise FileNotFoundError(f"no finished sweep points under {work}; run `parp-fairseq-sweep run` first")
     data_root = Path(meta.get("data_root", args.data_root or ""))
-    splits = _check_splits(args, sorted({p["lang"] for p in points}), data_root, log)
-    lm = _lm_settings(args, meta, sorted({p["lang"] for p in points}), data_root, log)
+    point_langs = sorted({p["lang"] for p in points})
+    splits = _check_splits(args, point_langs, data_root, log)
+    lm = _lm_settings(args, meta, point_langs, data_root, log)
     rows = []
     from tqdm import tqdm
 
@@ -1050,9 +1053,8 @@ def _collect(args, work: Path, log) -> int:
     for p in tqdm(points, desc="decode points", unit="point", file=sys.stderr):
         data = data_root / p["lang"]
         _point_stats(p, getattr(args, "slice", False), log)
-        why = blank_phase(p["dir"] / "train.log") if (p["dir"] / "train.log").exists() else None
-        if why:
-            failed[str(p["dir"].relative_to(work))] = why
+        if p["recognizes_nothing"]:
+            failed[str(p["dir"].relative_to(work))] = p["recognizes_nothing"]
         actual = p["layer_sparsity"]["all"] if p["layer_sparsity"] else 0.0
         setting = _kenlm_setting(p, data, _lm_for(lm, p["lang"])) if lm else None  # tuned: on its own split
         for split in splits:
