@@ -398,19 +398,20 @@ def _run_points(args, work: Path, data_root: Path, transfers, langs, log,
         (d / "DONE").touch()
         return _final_checkpoint(d)
 
-    warned = set()
+    checked = set()  # dense references whose train.log was read for the blank-phase check (once each)
 
     def dense_point(lang: str, seed: int) -> Path:
         """The final checkpoint of the language's dense reference: trained here, or with --dense-from the
         finished one of another work folder, linked in (waiting while that folder's sweep trains it).
-        A reference that recognizes nothing (``blank_phase``) is used all the same, with a warning once."""
+        A reference that recognizes nothing (``blank_phase``) is used all the same, with a warning once; its
+        log is read once per sweep."""
         d = point_dir(work, lang, "dense", None, seed)
         if dense_from is not None and not os.path.lexists(d):
             link_dense_reference(dense_from, d, (args.config_name, recipe_overrides(common(lang, seed))), log)
         ckpt = train(d, lang, seed)
-        why = blank_phase(d / "train.log") if d not in warned else None
+        why = None if d in checked else blank_phase(d / "train.log")
+        checked.add(d)
         if why:
-            warned.add(d)
             log(f"[sweep] WARNING: {d.relative_to(work)} recognizes nothing ({why}): a finetune that has not learned "
                 f"to emit units (only CTC blanks, or garbage), so the dense line of seed {seed} and its "
                 f"{' / '.join(NEEDS_DENSE)} points (which "
